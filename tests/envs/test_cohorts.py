@@ -1,0 +1,78 @@
+"""Cohort loaders read real files from installed packages and describe their columns."""
+
+from __future__ import annotations
+
+from platform.errors import UsageError
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from envs.cohorts import AGE_BANDS, COHORTS, age_band, load_cohort
+
+EXPECTED = {  # (rows, label rate range, sensitive groups) from the shipped files
+    "actg175": (2139, (0.2, 0.3), {"race": {"white", "non-white"}, "gender": {"male", "female"}}),
+    "support2": (9105, (0.6, 0.75), {"race": {"white", "black", "hispanic", "other", "asian",
+                                              "missing"}, "sex": {"male", "female"}}),
+    "kidney": (863, (0.1, 0.25), {"race": {"black", "white"}, "sex": {"male", "female"}}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(COHORTS))
+def test_cohort_columns_match_spec(name):
+    spec = COHORTS[name]
+    df = load_cohort(name)
+    rows, (lo, hi), groups = EXPECTED[name]
+    assert list(df.columns) == spec["features"] + [spec["label"]] + spec["sensitive"] + spec["extra"]
+    assert len(df) == rows
+    assert set(np.unique(df[spec["label"]])) == {0, 1}
+    assert lo < df[spec["label"]].mean() < hi
+    feats = df[spec["features"]].to_numpy()
+    assert feats.dtype == np.float64 and np.isfinite(feats).all()
+    for col, values in groups.items():
+        assert col in spec["sensitive"]
+        assert set(df[col]) == values
+    assert set(df["age_band"]) <= set(AGE_BANDS)
+    assert spec["label"] not in spec["features"]
+    assert not set(spec["sensitive"]) & set(spec["features"])
+
+
+def test_actg175_decoding_matches_raw_file():
+    from pathlib import Path
+
+    import lifelines.datasets
+
+    raw = pd.read_csv(Path(lifelines.datasets.__file__).parent / "ACTG175.csv")
+    df = load_cohort("actg175")
+    assert (df["race"] == "non-white").sum() == (raw["race"] == 1).sum()
+    assert (df["gender"] == "male").sum() == (raw["gender"] == 1).sum()
+    np.testing.assert_array_equal(df["cens"], raw["cens"])
+    for leak in ("days", "cd420", "cd496", "cd820", "offtrt", "r"):
+        assert leak not in COHORTS["actg175"]["features"]
+
+
+def test_kidney_intersections_match_indicator_columns():
+    from lifelines.datasets import load_kidney_transplant
+
+    raw = load_kidney_transplant()
+    df = load_cohort("kidney")
+    counts = df.groupby(["race", "sex"]).size().to_dict()
+    assert counts[("black", "male")] == raw["black_male"].sum()
+    assert counts[("white", "male")] == raw["white_male"].sum()
+    assert counts[("black", "female")] == raw["black_female"].sum()
+    assert counts[("white", "female")] == len(raw) - raw[["black_male", "white_male",
+                                                             "black_female"]].to_numpy().sum()
+
+
+def test_age_band_edges():
+    s = age_band(pd.Series([0, 25, 25.5, 50, 51, 75, 75.1, 99]))
+    assert list(s) == ["<=25", "<=25", "26-50", "26-50", "51-75", "51-75", ">75", ">75"]
+
+
+def test_unknown_cohort_lists_names():
+    with pytest.raises(UsageError) as exc:
+        load_cohort("mimic")
+    msg = str(exc.value)
+    assert "mimic" in msg
+    for name in COHORTS:
+        assert name in msg
