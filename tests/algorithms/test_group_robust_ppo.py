@@ -1,0 +1,214 @@
+"""Group-robust PPO: the math, the connector, and the invariants against RLlib PPO.
+
+Uses a tiny two-group env defined here (fast, and independent of the hospital simulators).
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from algorithms.group_robust_ppo import (
+    ALGO_NAME,
+    GROUP_COLUMN,
+    AddGroupIdsToBatch,
+    GroupRobustPPO,
+    GroupRobustPPOConfig,
+    clipped_surrogate,
+    group_objectives,
+    robust_term,
+)
+
+
+class TwoGroupEnv(gym.Env):
+    """Patients of ``n_groups`` groups arrive one per step; action 1 = treat.
+
+    Observation: one-hot group + a noise feature. Group 0 (75% of arrivals) is rewarded
+    for treatment, group 1 for waiting, with half the reward, so groups differ.
+    ``info["group"]`` is the group of the patient in the returned observation.
+    """
+
+    def __init__(self, config: dict | None = None):
+        config = config or {}
+        self.n_groups = int(config.get("n_groups", 2))
+        self.horizon = int(config.get("horizon", 16))
+        self.observation_space = gym.spaces.Box(-1.0, 1.0, (self.n_groups + 1,), np.float32)
+        self.action_space = gym.spaces.Discrete(2)
+        self.group_names = [f"g{i}" for i in range(self.n_groups)]
+
+    def _arrive(self):
+        p = None if self.n_groups == 1 else [0.75] + [0.25 / (self.n_groups - 1)] * (self.n_groups - 1)
+        self.g = int(self.np_random.choice(self.n_groups, p=p))
+        obs = np.zeros(self.n_groups + 1, np.float32)
+        obs[self.g] = 1.0
+        obs[-1] = self.np_random.uniform(-1, 1)
+        return obs, {"group": self.g, "n_groups": self.n_groups}
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return self._arrive()
+
+    def step(self, action):
+        reward = float(int(action) == (1 if self.g == 0 else 0)) * (1.0 if self.g == 0 else 0.5)
+        self.t += 1
+        obs, info = self._arrive()
+        return obs, reward, False, self.t >= self.horizon, info
+
+
+def _config(cls, seed=7, n_groups=2, **training):
+    return (
+        cls()
+        .environment(TwoGroupEnv, env_config={"n_groups": n_groups})
+        .env_runners(num_env_runners=0)
+        .training(train_batch_size_per_learner=128, minibatch_size=64, num_epochs=2, lr=1e-3,
+                  **training)
+        .debugging(seed=seed)
+    )
+
+
+def _weights(algo) -> dict[str, torch.Tensor]:
+    from algorithms.rllib_adapter import module_weights
+
+    return module_weights(algo)
+
+
+# ------------------------------------------------------------------------ pure math
+def _loop_objectives(surrogate, groups, mask):
+    out = {}
+    for s, g, m in zip(surrogate.tolist(), groups.tolist(), mask.tolist()):
+        if m:
+            out.setdefault(g, []).append(s)
+    return {g: sum(v) / len(v) for g, v in sorted(out.items())}
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_group_objectives_match_loop(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 60))
+    surrogate = torch.tensor(rng.normal(size=n))
+    groups = torch.tensor(rng.integers(0, 5, size=n))
+    mask = torch.tensor(rng.random(n) > 0.2)
+    ids, means, counts = group_objectives(surrogate, groups, mask)
+    expected = _loop_objectives(surrogate, groups, mask)
+    assert ids.tolist() == list(expected)
+    np.testing.assert_allclose(means.numpy(), list(expected.values()), rtol=1e-12)
+    assert counts.sum().item() == int(mask.sum())
+    for mode, ref in (("gap", lambda v: max(v) - min(v)),
+                      ("worst_group", lambda v: sum(v) / len(v) - min(v))):
+        value = robust_term(means, mode).item()
+        assert value == pytest.approx(ref(list(expected.values())) if expected else 0.0)
+
+
+@pytest.mark.parametrize("mode", ["gap", "worst_group"])
+def test_robust_term_is_zero_with_one_group(mode):
+    surrogate = torch.randn(40, requires_grad=True)
+    _, means, _ = group_objectives(surrogate, torch.zeros(40, dtype=torch.long))
+    term = robust_term(means, mode)
+    assert term.item() == 0.0
+    term.backward()
+    assert torch.count_nonzero(surrogate.grad) == 0
+
+
+@pytest.mark.parametrize("mode", ["gap", "worst_group"])
+def test_robust_gradient_nonzero_when_groups_differ(mode):
+    torch.manual_seed(0)
+    policy = torch.nn.Linear(3, 2)
+    obs = torch.randn(64, 3)
+    actions = torch.randint(0, 2, (64,))
+    groups = (obs[:, 0] > 0).long()
+    advantages = torch.where(groups == 0, 1.0, -0.5) + 0.1 * torch.randn(64)
+    logp = torch.log_softmax(policy(obs), -1).gather(1, actions[:, None]).squeeze(1)
+    surrogate = clipped_surrogate(logp, logp.detach(), advantages, clip=0.2)
+    _, means, _ = group_objectives(surrogate, groups)
+    robust_term(means, mode).backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in policy.parameters())
+
+
+def test_robust_term_rejects_unknown_mode():
+    with pytest.raises(ValueError, match="robust_mode.*gap, worst_group"):
+        robust_term(torch.zeros(2), "median")
+
+
+# ----------------------------------------------------------------------- connector
+def test_connector_reads_info_group_aligned_with_observations():
+    from ray.rllib.env.single_agent_episode import SingleAgentEpisode
+
+    infos = [{"group": g} for g in (1, 0, 0, 1)]
+    episode = SingleAgentEpisode(observations=[0, 1, 2, 3], actions=[0, 1, 0],
+                                 rewards=[0.0, 1.0, 0.0], infos=infos, len_lookback_buffer=0)
+    batch: dict = {}
+    AddGroupIdsToBatch()(rl_module=None, batch=batch, episodes=[episode], shared_data={})
+    (items,) = batch[GROUP_COLUMN].values()
+    assert list(items) == [1, 0, 0]
+
+
+def test_connector_names_missing_group_key():
+    from ray.rllib.env.single_agent_episode import SingleAgentEpisode
+
+    episode = SingleAgentEpisode(observations=[0, 1], actions=[0], rewards=[0.0],
+                                 infos=[{}, {"group": 0}], len_lookback_buffer=0)
+    with pytest.raises(KeyError, match="info\\['group'\\]"):
+        AddGroupIdsToBatch()(rl_module=None, batch={}, episodes=[episode], shared_data={})
+
+
+# -------------------------------------------------------------------------- config
+@pytest.mark.parametrize("field,value,allowed", [
+    ("robust_lambda", 1.5, "in \\[0, 1\\]"), ("robust_lambda", -0.1, "in \\[0, 1\\]"),
+    ("robust_mode", "median", "gap, worst_group"),
+])
+def test_config_validation_names_field(field, value, allowed):
+    cfg = _config(GroupRobustPPOConfig).training(**{field: value})
+    with pytest.raises(ValueError, match=f"{field}.*{allowed}"):
+        cfg.validate()
+
+
+def test_registered_with_tune():
+    from ray.tune.registry import get_trainable_cls
+
+    from algorithms.group_robust_ppo import register
+
+    register()
+    assert get_trainable_cls(ALGO_NAME) is GroupRobustPPO
+
+
+# -------------------------------------------------------------- learner invariants
+@pytest.mark.timeout(300)
+def test_lambda_zero_equals_rllib_ppo_and_lambda_positive_differs(ray_session):
+    from ray.rllib.algorithms.ppo import PPOConfig
+
+    weights, results = {}, {}
+    for name, cfg in (("ppo", _config(PPOConfig)),
+                      ("l0", _config(GroupRobustPPOConfig, robust_lambda=0.0)),
+                      ("l5", _config(GroupRobustPPOConfig, robust_lambda=0.5))):
+        algo = cfg.build_algo()
+        try:
+            results[name] = algo.train()["learners"]["default_policy"]
+            weights[name] = _weights(algo)
+        finally:
+            algo.stop()
+    trainable = [k for k, v in weights["ppo"].items() if v.dtype.is_floating_point and v.numel() > 1]
+    assert trainable
+    for key in weights["ppo"]:
+        assert torch.equal(weights["ppo"][key], weights["l0"][key]), key
+    assert any(not torch.equal(weights["ppo"][k], weights["l5"][k]) for k in trainable)
+    # λ = 0: the reported total loss is PPO's; both groups were seen and differ.
+    assert results["l0"]["total_loss"] == pytest.approx(results["ppo"]["total_loss"], abs=0)
+    assert {"group/0/objective", "group/1/objective"} <= set(results["l0"])
+    assert results["l0"]["robust_loss"] > 0
+    assert results["l0"]["group_gap"] == pytest.approx(results["l0"]["robust_loss"])
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("mode", ["gap", "worst_group"])
+def test_one_group_robust_term_is_zero_in_training(ray_session, mode):
+    algo = _config(GroupRobustPPOConfig, n_groups=1, robust_lambda=0.5, robust_mode=mode).build_algo()
+    try:
+        learner = algo.train()["learners"]["default_policy"]
+    finally:
+        algo.stop()
+    assert learner["robust_loss"] == 0.0
+    assert learner["group_gap"] == 0.0
+    assert "group/0/objective" in learner and "group/1/objective" not in learner
