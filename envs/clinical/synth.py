@@ -135,6 +135,9 @@ def make_synthetic(n_per_source: int = 120, sources: Sequence[str] | None = None
     if fr.shape != (3,) or (fr < 0).any() or not np.isclose(fr.sum(), 1.0):
         raise UsageError(f"split_fractions: {split_fractions!r} must be 3 shares summing to 1")
     minority = hard_groups if minority_groups is None else minority_groups
+    bad_groups = sorted(set(minority) - set(GROUPS))
+    if bad_groups:
+        raise UsageError(f"minority_groups: unknown group(s) {bad_groups}; groups: {list(GROUPS)}")
     weights = group_weights(imbalance, minority)
     p = np.array([weights[g] for g in GROUPS])
     p = p / p.sum()

@@ -80,6 +80,7 @@ def test_label_signal_is_learnable_and_weaker_for_hard_groups():
     ({"sources": ["mri"]}, "sources: unknown"),
     ({"hard_groups": ["X|1"]}, "hard_groups: unknown group"),
     ({"missing_rate": 1.5}, "missing_rate"),
+    ({"minority_groups": ["F"]}, "minority_groups: unknown group"),
     ({"imbalance": 0.5}, "imbalance: 0.5 must be >= 1"),
     ({"imbalance": {"Q|1": 2.0}}, "imbalance: unknown group"),
     ({"n_per_source": 1}, "n_per_source"),
