@@ -121,6 +121,11 @@ def parse_choice(text: Any, options: Sequence[str]) -> int | None:
 def _check(completions: Sequence[str], samples: Sequence[Mapping[str, Any]]) -> None:
     if len(completions) != len(samples):
         raise ValueError(f"reward: {len(completions)} completions but {len(samples)} samples")
+    for i, s in enumerate(samples):
+        missing = [k for k in ("options", "answer") if k not in s]
+        if missing:
+            raise ValueError(f"reward: sample {i} lacks key(s) {missing}; samples are dataset "
+                             "rows with at least 'options' and 'answer'")
 
 
 @REWARDS.register("accuracy", help="1 if the option parsed from the completion is the answer")

@@ -75,6 +75,8 @@ def test_registered_rewards_score_batches():
     np.testing.assert_array_equal(shifted, [2, 2, -1])
     with pytest.raises(ValueError, match="3 completions but 2 samples"):
         REWARDS.get("accuracy")()(comps[:3], samples[:2])
+    with pytest.raises(ValueError, match="sample 0 lacks key\\(s\\) \\['answer'\\]"):
+        REWARDS.get("format")()(comps[:1], [{"options": OPTS}])
     with pytest.raises(RegistryError, match="known: accuracy"):
         REWARDS.get("bleu")
     assert "Faro" in REWARDS.help("faro")
