@@ -1,0 +1,84 @@
+"""Helpers (no tests): sweep-shaped MLflow data (parent + child runs) for report and UI tests.
+
+The metric names and tags are the ones ``platform.sweep`` writes (constants from
+``platform.report``). Values are synthetic with a known structure: in scenario "urban"
+fairness improves strongly with λ (detectable), in "rural" nothing changes (null effect).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from platform import report as R
+
+GROUPS = ("child", "adult", "senior")
+
+
+def make_sweep(uri: str, experiment: str, *, scenarios=("urban", "rural"), lambdas=(0.0, 0.3),
+               seeds=4, iterations=3, episodes=6, drop_metrics=(), duplicate_step=True,
+               rng_seed=0) -> dict:
+    """Create one sweep (parent run + scenarios × λ × seeds child runs). Returns ids."""
+    import mlflow
+    from mlflow.entities import Metric, Param, RunTag
+
+    from platform.tracking import artifact_root_for
+
+    client = mlflow.MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    exp_id = exp.experiment_id if exp else client.create_experiment(
+        experiment, artifact_location=artifact_root_for(uri))
+    rng = np.random.default_rng(rng_seed)
+    parent = client.create_run(exp_id, run_name="sweep", tags={
+        R.TAG_ROLE: "parent", R.TAG_SWEEP: experiment})
+    client.log_batch(parent.info.run_id, params=[Param("iterations", str(iterations)),
+                                                 Param("eval_episodes", str(episodes))])
+    children = []
+    for sc in scenarios:
+        effect = 1.0 if sc == "urban" else 0.0
+        for lam in lambdas:
+            for seed in range(seeds):
+                run = client.create_run(exp_id, run_name=f"{sc}-l{lam}-s{seed}", tags={
+                    "mlflow.parentRunId": parent.info.run_id, R.TAG_ROLE: "trial",
+                    R.TAG_TRIAL: f"{sc}_{lam}_{seed}"})
+                rid = run.info.run_id
+                ts = 1_700_000_000_000
+                ms = []
+                for it in range(1, iterations + 1):
+                    for g_i, g in enumerate(GROUPS):
+                        v = -10 + it + g_i + lam * effect * 2 + rng.normal(0, 0.3)
+                        ms.append(Metric(f"group/{g}/return", v, ts + it, it))
+                if duplicate_step:  # a replayed iteration (hard kill + restore)
+                    ms.append(Metric(f"group/{GROUPS[0]}/return", 99.0, ts + 100, iterations))
+                waits = {g: 2.0 + g_i * (1 - 0.8 * lam * effect) for g_i, g in enumerate(GROUPS)}
+                ep = pd.DataFrame({
+                    "episode": range(episodes), "seed": [10_000 + e for e in range(episodes)],
+                    "return": rng.normal(-100 - 5 * lam * effect, 1.0, episodes),
+                    **{f"group/{g}/mean_wait": rng.normal(w, 0.1, episodes).clip(0)
+                       for g, w in waits.items()}})
+                summary = {
+                    R.RETURN_KEY: float(ep["return"].mean()),
+                    "eval/fairness/dp": 0.2 - 0.15 * lam * effect + rng.normal(0, 0.01),
+                    "eval/fairness/eo": 0.1 - 0.05 * lam * effect + rng.normal(0, 0.01),
+                    "eval/fairness/wte": 0.6 + 0.3 * lam * effect + rng.normal(0, 0.02),
+                    "eval/fairness/individual": 0.05 + rng.normal(0, 0.005),
+                    "eval/util/beds": 0.8 + rng.normal(0, 0.02),
+                    **{f"eval/group/{g}/mean_wait": float(ep[f"group/{g}/mean_wait"].mean())
+                       for g in GROUPS},
+                }
+                ms += [Metric(k, v, ts, iterations) for k, v in summary.items()
+                       if k not in drop_metrics]
+                client.log_batch(rid, metrics=ms, params=[
+                    Param(R.PARAM_SCENARIO, sc), Param(R.PARAM_LAMBDA, str(lam)),
+                    Param(R.PARAM_SEED, str(seed))], tags=[RunTag("mlflow.runName", run.info.run_name)])
+                with tempfile.TemporaryDirectory() as tmp:
+                    path = Path(tmp) / Path(R.EPISODES_ARTIFACT).name
+                    ep.to_parquet(path)
+                    client.log_artifact(rid, str(path), artifact_path=str(Path(R.EPISODES_ARTIFACT).parent))
+                client.set_terminated(rid, "FINISHED")
+                children.append(rid)
+    client.set_terminated(parent.info.run_id, "FINISHED")
+    return {"experiment_id": exp_id, "parent": parent.info.run_id, "children": children}
