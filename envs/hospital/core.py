@@ -1,0 +1,518 @@
+"""Batched hospital simulator: B hospitals stepped in lockstep with numpy.
+
+The single env (``env.py``) is this core with B = 1 and the vector env (``vector.py``) is
+the core with B = N, so both share one implementation and agree exactly on the same seeds.
+All randomness comes from one ``numpy.random.Generator`` per hospital: at reset each draws
+a block of ``BLOCK`` steps of uniforms/normals (fixed columns per step, see ``_U_*``), so a
+step costs the same number of draws whatever happens, and envs never share a stream.
+
+Time is in hours. Each step is one decision about one patient: the next arrival (ready
+after a diagnostic turnaround) or a deferred patient due for re-evaluation.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from envs.hospital.calibration import CALIBRATION
+from envs.hospital.config import ATTRIBUTES, BED_TYPES, HospitalConfig
+
+BLOCK = 128
+# uniform columns per step
+_U_OUTCOME, _U_AGE, _U_SEX, _U_INS, _U_SEV, _U_ACUITY, _U_ARRIVAL, _U_SURGE = range(8)
+_U_QUEUE = 8  # one per queue slot after this
+# normal columns per step
+_Z_LOS, _Z_TAT = range(2)
+
+ADMIT_GENERAL, ADMIT_ICU, ADMIT_PEDIATRIC, DEFER, TRANSFER = range(5)
+N_ACTIONS = 5
+# dispositions of a patient
+IN_SYSTEM, ADMITTED, TRANSFERRED, DIED_WAITING = range(4)
+
+# Clinical model (assumptions, documented in the env docstring and docs/hospital.md).
+SUCCESS_BASE = np.array([0.95, 0.85, 0.70])  # per severity, treated at once in the right bed
+SUCCESS_TAU = np.array([72.0, 24.0, 8.0])  # hours of waiting that divide success odds by e
+HAZARD = np.array(
+    [0.02, 0.05, 0.08]
+)  # per hour: routine->urgent, urgent->critical, critical->death
+REEVAL_HOURS = np.array([2.0, 1.0, 0.5])  # a deferred patient is reviewed again after this
+SEVERITY_WEIGHT = np.array([1.0, 2.0, 4.0])
+# MATCH[need, bed]: success multiplier of bed type for a patient's need (general/icu/pediatric)
+MATCH = np.array([[1.0, 1.0, 0.9], [0.6, 1.0, 0.75], [0.85, 1.0, 1.0]])
+STAFF_PER_BED = np.array([0.2, 0.5, 0.3])  # staff needed per occupied bed, per shift
+
+
+def _lognormal_tables(cfg: HospitalConfig) -> dict[str, np.ndarray]:
+    ages = ATTRIBUTES["age_group"]
+    sev = ("routine", "urgent", "critical")
+    c = CALIBRATION
+    age_ratio = np.array([cfg.los_pediatric_ratio, 1.0, c["los_age_ratio"]["elderly"]])
+    sev_ratio = np.array([c["los_severity_ratio"][s] for s in sev])
+    return {
+        "los_log_median": np.log(
+            cfg.los_base_hours * np.outer(sev_ratio, age_ratio)
+        ),  # (3 sev, 3 age)
+        "los_sigma": np.array([c["los_sigma"][s] for s in sev]),
+        "tat_log_median": np.log([c["turnaround_median_hours"][a] for a in ages]),
+        "tat_sigma": np.array([c["turnaround_sigma"][a] for a in ages]),
+    }
+
+
+class HospitalCore:
+    """State of B hospitals sharing one config. Arrays are (B, ...)."""
+
+    def __init__(self, cfg: HospitalConfig, num: int):
+        self.cfg, self.B = cfg, num
+        self.group_names = cfg.group_names
+        self.G = len(self.group_names)
+        radix = [len(ATTRIBUTES[a]) for a in cfg.group_attributes]
+        mult = np.cumprod([1] + radix[::-1])[:-1][::-1]
+        self._group_mult = {a: int(m) for a, m in zip(cfg.group_attributes, mult)}
+        self.beds = np.array([getattr(cfg.beds, k) for k in BED_TYPES])
+        self.bed_type = np.repeat(np.arange(3), self.beds)
+        self.S, self.Q, self.P = int(self.beds.sum()), cfg.queue_capacity, cfg.max_decisions + 1
+        self._type_onehot = np.eye(3)[self.bed_type]  # (S, 3)
+        self.tables = _lognormal_tables(cfg)
+        self.KU = _U_QUEUE + self.Q
+        # daily arrival cycle: piecewise-constant hourly intensity, exact NHPP inversion
+        hours = np.arange(24) + 0.5
+        self.lam = cfg.arrival_rate * (
+            1 + cfg.daily_amplitude * np.cos(2 * np.pi * (hours - cfg.peak_hour) / 24)
+        )
+        self.cum = np.concatenate([[0.0], np.cumsum(self.lam)])
+        self.shift_share = np.array(cfg.shift_shares)
+        self.staff_mix = np.array([getattr(cfg.staff_mix, k) for k in BED_TYPES])
+        self.bed_cost = np.array(cfg.bed_cost_per_hour)
+        rw = cfg.rewards
+        self.success_reward = np.array(rw.success)
+        E = cfg.equipment
+        self._equip_offset = np.arange(E) * cfg.maintenance_every_hours / max(E, 1)
+        self.obs_dim = 26 + 6 * self.G
+        self.rngs: list[np.random.Generator | None] = [None] * num
+        self._alloc()
+
+    # ------------------------------------------------------------------ state
+    def _alloc(self) -> None:
+        B, S, Q, P = self.B, self.S, self.Q, self.P
+        f, i = np.float64, np.int64
+        self.U = np.zeros((B, BLOCK, self.KU))
+        self.Z = np.zeros((B, BLOCK, 2))
+        self.cursor = np.zeros(B, i)
+        self.t = np.zeros(B)
+        self.decisions = np.zeros(B, i)
+        self.release = np.full((B, S), np.inf)
+        self.bed_pid = np.full((B, S), -2, i)  # -2 empty, -1 patient from before the episode
+        self.bed_dies = np.zeros((B, S), bool)
+        self.q_pid = np.full((B, Q), -1, i)
+        self.q_next = np.full((B, Q), np.inf)
+        self.n_pat = np.zeros(B, i)
+        self.p = {
+            k: np.zeros((B, P), i) for k in ("age", "sex", "ins", "group", "sev0", "sev", "disp")
+        }
+        self.p.update({k: np.zeros((B, P), f) for k in ("acuity", "tat", "arrival", "end", "los")})
+        self.p["success"] = np.zeros((B, P), bool)
+        self.p["bed"] = np.full((B, P), -1, i)
+        self.cur_pid = np.zeros(B, i)
+        self.cur_slot = np.full(B, -1, i)
+        self.next_arrival = np.zeros(B)
+        self.surge = np.zeros(B, bool)
+        self.surge_next = np.full(B, np.inf)
+        self.surge_end = np.full(B, np.inf)
+        self.budget_left = np.zeros(B)
+        self.count = {
+            k: np.zeros(B, i)
+            for k in (
+                "arrived",
+                "admitted",
+                "discharged",
+                "died",
+                "transferred",
+                "deteriorated",
+                "invalid",
+            )
+        }
+        self.occ_time = np.zeros((B, 3))
+        self.staff_need_time = np.zeros(B)
+        self.staff_time = np.zeros(B)
+        self.t0 = np.zeros(B)
+
+    def reset_one(self, b: int, rng: np.random.Generator) -> None:
+        """Reset hospital ``b`` drawing everything from ``rng`` (which it keeps)."""
+        cfg = self.cfg
+        self.rngs[b] = rng
+        self.U[b] = rng.random((BLOCK, self.KU))
+        self.Z[b] = rng.standard_normal((BLOCK, 2))
+        self.cursor[b] = 1  # row 0 is used below for the first patient
+        t0 = float(rng.uniform(0.0, 24.0))
+        self.t[b] = self.t0[b] = t0
+        self.decisions[b] = 0
+        occupied = rng.random(self.S) < cfg.initial_occupancy
+        remaining = np.exp(
+            self.tables["los_log_median"][0, 1]
+            + self.tables["los_sigma"][0] * rng.standard_normal(self.S)
+        )
+        remaining *= rng.random(self.S)
+        self.release[b] = np.where(occupied, t0 + remaining, np.inf)
+        self.bed_pid[b] = np.where(occupied, -1, -2)
+        self.bed_dies[b] = False
+        self.q_pid[b], self.q_next[b] = -1, np.inf
+        self.n_pat[b] = 0
+        for arr in self.p.values():
+            arr[b] = 0
+        self.p["bed"][b] = -1
+        self.surge[b] = False
+        self.surge_end[b] = np.inf
+        rate = cfg.surge_per_day / 24.0
+        self.surge_next[b] = t0 + rng.exponential(1.0 / rate) if rate > 0 else np.inf
+        self.budget_left[b] = cfg.budget
+        for c in self.count.values():
+            c[b] = 0
+        self.occ_time[b], self.staff_need_time[b], self.staff_time[b] = 0.0, 0.0, 0.0
+        idx = np.array([b])
+        self._new_patients(idx, self.U[b, 0][None], self.Z[b, 0][None])
+        self._refresh()
+
+    def _refresh(self) -> None:
+        """Cache capacity, occupancy and staff on shift at the current decision time."""
+        self.cap, self.occ, self.on_shift = self.capacity(), self.occupancy(), self.staff_on_shift()
+
+    # ------------------------------------------------------------------ model pieces
+    def _next_arrival_time(self, t: np.ndarray, u: np.ndarray, mult: np.ndarray) -> np.ndarray:
+        """Exact inversion of the piecewise-constant daily intensity from time t (shape (n,))."""
+        h = np.mod(t, 24.0)
+        j = np.minimum(h.astype(np.int64), 23)
+        lam_t = self.cum[j] + self.lam[j] * (h - j)
+        target = lam_t - np.log1p(-u) / mult
+        day_total = self.cum[24]
+        days = np.floor(target / day_total)
+        r = target - days * day_total
+        k = np.clip(np.searchsorted(self.cum, r, side="right") - 1, 0, 23)
+        return t - h + days * 24.0 + k + (r - self.cum[k]) / self.lam[k]
+
+    def _new_patients(self, idx: np.ndarray, u: np.ndarray, z: np.ndarray) -> None:
+        """Create the next patient in hospitals ``idx`` (u: (n, KU), z: (n, 2)), now ready."""
+        cfg = self.cfg
+        pid = np.minimum(self.n_pat[idx], self.P - 1)
+        age = np.searchsorted(
+            np.cumsum([cfg.age_mix.pediatric, cfg.age_mix.adult]), u[:, _U_AGE], side="right"
+        )
+        sex = (u[:, _U_SEX] >= cfg.female_share).astype(np.int64)  # 0 female, 1 male
+        ins = np.searchsorted(
+            np.cumsum([cfg.insurance_mix.private, cfg.insurance_mix.public]),
+            u[:, _U_INS],
+            side="right",
+        )
+        sm = cfg.severity_mix
+        sev = np.searchsorted(np.cumsum([sm.routine, sm.urgent]), u[:, _U_SEV], side="right")
+        attrs = {"age_group": age, "sex": sex, "insurance": ins}
+        group = sum(attrs[a] * m for a, m in self._group_mult.items())
+        tat = np.exp(
+            self.tables["tat_log_median"][age] + self.tables["tat_sigma"][age] * z[:, _Z_TAT]
+        )
+        t = self.t[idx]
+        p = self.p
+        for key, val in (
+            ("age", age),
+            ("sex", sex),
+            ("ins", ins),
+            ("group", group),
+            ("sev0", sev),
+            ("sev", sev),
+        ):
+            p[key][idx, pid] = val
+        p["acuity"][idx, pid] = u[:, _U_ACUITY]
+        p["tat"][idx, pid] = tat
+        p["arrival"][idx, pid] = t - tat
+        p["disp"][idx, pid] = IN_SYSTEM
+        self.cur_pid[idx], self.cur_slot[idx] = pid, -1
+        self.n_pat[idx] += 1
+        self.count["arrived"][idx] += 1
+        mult = np.where(self.surge[idx], cfg.surge_arrival_mult, 1.0)
+        self.next_arrival[idx] = self._next_arrival_time(t, u[:, _U_ARRIVAL], mult)
+
+    def capacity(self) -> np.ndarray:
+        """Usable beds per type now, (B, 3): surge closures and ICU equipment downtime."""
+        cfg = self.cfg
+        cap = np.where(
+            self.surge[:, None], np.floor(self.beds * cfg.surge_capacity_mult), self.beds
+        )
+        down = (
+            np.mod(self.t[:, None] + self._equip_offset, cfg.maintenance_every_hours)
+            < cfg.maintenance_hours
+        )
+        up = cfg.equipment - down.sum(1)
+        cap[:, 1] = np.minimum(cap[:, 1], up)
+        return cap.astype(np.int64)
+
+    def occupancy(self) -> np.ndarray:
+        """Occupied beds per type, (B, 3)."""
+        return (np.isfinite(self.release) @ self._type_onehot).astype(np.int64)
+
+    def staff_on_shift(self) -> np.ndarray:
+        h = np.mod(self.t, 24.0)
+        shift = np.where((h >= 7) & (h < 15), 0, np.where((h >= 15) & (h < 23), 1, 2))
+        return self.cfg.staff * self.shift_share[shift]
+
+    def in_system(self) -> np.ndarray:
+        """Patients of this episode still present, counted from the state (not the counters)."""
+        beds = (self.bed_pid >= 0).sum(1)
+        queue = (self.q_pid >= 0).sum(1)
+        return beds + queue + (self.cur_slot < 0)
+
+    def _draws(self, active: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        refill = np.flatnonzero(active & (self.cursor >= BLOCK))
+        for b in refill:
+            rng = self.rngs[b]
+            self.U[b] = rng.random((BLOCK, self.KU))
+            self.Z[b] = rng.standard_normal((BLOCK, 2))
+            self.cursor[b] = 0
+        c = np.minimum(self.cursor, BLOCK - 1)
+        ar = np.arange(self.B)
+        self.cursor += 1
+        return self.U[ar, c], self.Z[ar, c]
+
+    # ------------------------------------------------------------------ one step
+    def step(self, action: np.ndarray, active: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """Apply one decision per hospital and advance each to its next decision.
+
+        action: (B,) ints in [0, 5). active: (B,) bool, hospitals that really step (the
+        others are about to be reset and must not consume their generator).
+        Returns per-hospital arrays: reward, truncated, and the decision's info fields.
+        """
+        if active is None:
+            active = np.ones(self.B, bool)
+        u, z = self._draws(active)
+        out = self._decide(np.asarray(action, np.int64), u, z)
+        out["reward"] += self._advance(u, z)
+        self.decisions += 1
+        out["truncated"] = self.decisions >= self.cfg.max_decisions
+        return out
+
+    def _decide(self, a: np.ndarray, u: np.ndarray, z: np.ndarray) -> dict[str, np.ndarray]:
+        cfg, rw, p = self.cfg, self.cfg.rewards, self.p
+        ar = np.arange(self.B)
+        pid, slot = self.cur_pid, self.cur_slot
+        sev, age = p["sev"][ar, pid], p["age"][ar, pid]
+        wait = self.t - p["arrival"][ar, pid]
+        need = np.where(sev == 2, 1, np.where(age == 0, 2, 0))
+        cap, occ = self.cap, self.occ
+        k = np.minimum(np.maximum(a, 0), 2)
+        los = np.exp(
+            self.tables["los_log_median"][sev, age] + self.tables["los_sigma"][sev] * z[:, _Z_LOS]
+        )
+        cost = self.bed_cost[k] * los
+        want = a < 3
+        admit = want & (occ[ar, k] < cap[ar, k]) & (self.budget_left >= cost)
+        invalid = want & ~admit
+        defer = (a == DEFER) | invalid
+        qfree = self.q_pid < 0
+        forced = defer & (slot < 0) & ~qfree.any(1)
+        transfer = (a == TRANSFER) | forced
+        defer &= ~forced
+        invalid |= forced
+        # outcome probabilities
+        on_shift = self.on_shift
+        load = (occ[ar, k] + 1) * STAFF_PER_BED[k] / np.maximum(on_shift * self.staff_mix[k], 1e-9)
+        staff_factor = np.maximum(1.0 / np.sqrt(np.maximum(load, 1.0)), 0.5)
+        acuity = p["acuity"][ar, pid]
+        base = SUCCESS_BASE[sev] * (1 - 0.3 * acuity)
+        p_admit = base * np.exp(-wait / SUCCESS_TAU[sev]) * MATCH[need, k] * staff_factor
+        p_transfer = base * np.exp(-(wait + cfg.transport_hours) / SUCCESS_TAU[sev]) * 0.9
+        good = u[:, _U_OUTCOME] < np.where(admit, p_admit, p_transfer)
+        dies = (sev == 2) & ~good & (admit | transfer)
+        # admissions: a free bed of type k exists because occ < cap <= beds
+        ia = np.flatnonzero(admit)
+        if ia.size:
+            free = ~np.isfinite(self.release[ia]) & (self.bed_type[None, :] == k[ia, None])
+            s = free.argmax(1)
+            self.release[ia, s] = self.t[ia] + los[ia]
+            self.bed_pid[ia, s] = pid[ia]
+            self.bed_dies[ia, s] = dies[ia]
+            p["disp"][ia, pid[ia]] = ADMITTED
+            p["los"][ia, pid[ia]] = los[ia]
+            p["bed"][ia, pid[ia]] = k[ia]
+        it = np.flatnonzero(transfer)
+        if it.size:
+            p["disp"][it, pid[it]] = TRANSFERRED
+        leave = admit | transfer
+        il = np.flatnonzero(leave)
+        p["end"][il, pid[il]] = self.t[il]
+        p["success"][il, pid[il]] = good[il]
+        # queue bookkeeping
+        from_q = slot >= 0
+        iq = np.flatnonzero(leave & from_q)
+        self.q_pid[iq, slot[iq]], self.q_next[iq, slot[iq]] = -1, np.inf
+        due = self.t + REEVAL_HOURS[sev]
+        ir = np.flatnonzero(defer & from_q)
+        self.q_next[ir, slot[ir]] = due[ir]
+        inew = np.flatnonzero(defer & ~from_q)
+        if inew.size:
+            s = qfree[inew].argmax(1)
+            self.q_pid[inew, s], self.q_next[inew, s] = pid[inew], due[inew]
+        spent = np.where(admit, cost, 0.0) + np.where(transfer, cfg.transfer_cost, 0.0)
+        self.budget_left -= spent
+        self.count["admitted"] += admit
+        self.count["transferred"] += transfer
+        self.count["invalid"] += invalid
+        reward = (
+            np.where(good & admit, self.success_reward[sev], 0.0)
+            + np.where(good & transfer, rw.transfer_credit * self.success_reward[sev], 0.0)
+            - rw.death * dies
+            - rw.cost * spent
+            - rw.invalid * invalid
+        )
+        taken = np.where(admit, k, np.where(transfer, TRANSFER, DEFER))
+        return {
+            "reward": reward,
+            "group": p["group"][ar, pid],
+            "severity": sev,
+            "action": taken,
+            "treated": admit,
+            "success": admit & good,
+            "transferred": transfer,
+            "invalid": invalid,
+            "wait": wait,
+            "occupancy": occ + np.eye(3, dtype=np.int64)[k] * admit[:, None],
+            "capacity": cap,
+        }
+
+    def _advance(self, u: np.ndarray, z: np.ndarray) -> np.ndarray:
+        """Move each hospital to its next decision; return the reward accrued meanwhile."""
+        cfg, rw, p = self.cfg, self.cfg.rewards, self.p
+        B = self.B
+        ar = np.arange(B)
+        qarg = self.q_next.argmin(1)
+        qn = self.q_next[ar, qarg]
+        from_q = qn < self.next_arrival
+        t, t_new = self.t, np.where(from_q, qn, self.next_arrival)
+        dt = t_new - t
+        # beds: exact occupancy integral, then discharges
+        overlap = np.maximum(np.minimum(self.release, t_new[:, None]) - t[:, None], 0.0)
+        occ_t = overlap @ self._type_onehot
+        self.occ_time += occ_t
+        on = self.on_shift * dt
+        self.staff_need_time += np.minimum(occ_t @ STAFF_PER_BED, on)
+        self.staff_time += on
+        out = self.release <= t_new[:, None]
+        mine = out & (self.bed_pid >= 0)
+        died = mine & self.bed_dies
+        self.count["died"] += died.sum(1)
+        self.count["discharged"] += (mine & ~self.bed_dies).sum(1)
+        self.release[out], self.bed_pid[out], self.bed_dies[out] = np.inf, -2, False
+        # the queue: waiting cost, deterioration, deaths
+        waiting = self.q_pid >= 0
+        qp = np.maximum(self.q_pid, 0)
+        qsev = p["sev"][ar[:, None], qp]
+        wait_cost = (np.where(waiting, SEVERITY_WEIGHT[qsev], 0.0).sum(1)) * dt
+        det = waiting & (u[:, _U_QUEUE:] < -np.expm1(-HAZARD[qsev] * dt[:, None]))
+        event = np.zeros_like(waiting)
+        event[ar, qarg] = from_q
+        dies = det & (qsev == 2) & ~event
+        det &= qsev < 2
+        bi, si = np.nonzero(det)
+        new_sev = qsev[bi, si] + 1
+        p["sev"][bi, qp[bi, si]] = new_sev
+        self.q_next[bi, si] = np.minimum(self.q_next[bi, si], t_new[bi] + REEVAL_HOURS[new_sev])
+        bi, si = np.nonzero(dies)
+        p["disp"][bi, qp[bi, si]] = DIED_WAITING
+        p["end"][bi, qp[bi, si]] = t_new[bi]
+        self.q_pid[bi, si], self.q_next[bi, si] = -1, np.inf
+        n_det, n_dead = det.sum(1), dies.sum(1)
+        self.count["deteriorated"] += n_det
+        self.count["died"] += n_dead
+        # surge events
+        rate = cfg.surge_per_day / 24.0
+        if rate > 0:
+            ends = self.surge & (t_new >= self.surge_end)
+            starts = ~self.surge & (t_new >= self.surge_next)
+            gap = -np.log1p(-u[:, _U_SURGE]) / rate
+            self.surge_next = np.where(ends, self.surge_end + gap, self.surge_next)
+            self.surge_end = np.where(starts, self.surge_next + cfg.surge_hours, self.surge_end)
+            self.surge = (self.surge & ~ends) | starts
+        self.t = t_new
+        # next decision: a queued patient due for review, or the next arrival
+        iq = np.flatnonzero(from_q)
+        self.cur_pid[iq], self.cur_slot[iq] = self.q_pid[iq, qarg[iq]], qarg[iq]
+        ia = np.flatnonzero(~from_q)
+        if ia.size:
+            self._new_patients(ia, u[ia], z[ia])
+        self._refresh()
+        return -rw.deterioration * n_det - rw.death * n_dead - rw.wait_per_hour * wait_cost
+
+    # ------------------------------------------------------------------ observation
+    def observe(self) -> np.ndarray:
+        """Normalised observation, (B, 26 + 6G) float32; layout in the env docstring."""
+        B, G, p = self.B, self.G, self.p
+        ar = np.arange(B)
+        pid = self.cur_pid
+        sev, age = p["sev"][ar, pid], p["age"][ar, pid]
+        eye3 = np.eye(3)
+        wait = self.t - p["arrival"][ar, pid]
+        waiting = self.q_pid >= 0
+        qp = np.maximum(self.q_pid, 0)
+        key = (p["sev"][ar[:, None], qp] * G + p["group"][ar[:, None], qp]) + (ar * 3 * G)[:, None]
+        key = key[waiting]
+        qwait = (self.t[:, None] - p["arrival"][ar[:, None], qp])[waiting]
+        n = np.bincount(key, minlength=B * 3 * G).reshape(B, 3 * G)
+        w = np.bincount(key, weights=qwait, minlength=B * 3 * G).reshape(B, 3 * G)
+        mean_wait = np.minimum(w / np.maximum(n, 1) / 24.0, 1.0)
+        beds = np.maximum(self.beds, 1)
+        cap, occ, on = self.cap, self.occ, self.on_shift
+        need = occ @ STAFF_PER_BED
+        h = np.mod(self.t, 24.0) * (2 * np.pi / 24)
+        cfg = self.cfg
+        equip = (cap[:, 1] / max(cfg.equipment, 1)) if cfg.equipment else np.zeros(B)
+        obs = np.concatenate(
+            [
+                eye3[sev],
+                p["acuity"][ar, pid][:, None],
+                eye3[age],
+                (p["sex"][ar, pid] == 0)[:, None],
+                eye3[p["ins"][ar, pid]],
+                np.minimum(wait / 24.0, 1.0)[:, None],
+                n / cfg.queue_capacity,
+                mean_wait,
+                np.minimum(occ / beds, 1.0),
+                cap / beds,
+                np.minimum(equip, 1.0)[:, None],
+                (on / cfg.staff)[:, None],
+                (np.minimum(need / np.maximum(on, 1e-9), 2.0) / 2)[:, None],
+                ((np.sin(h) + 1) / 2)[:, None],
+                ((np.cos(h) + 1) / 2)[:, None],
+                np.minimum(np.maximum(self.budget_left / cfg.budget, 0.0), 1.0)[:, None],
+                self.surge[:, None],
+                np.minimum(self.decisions / cfg.max_decisions, 1.0)[:, None],
+            ],
+            axis=1,
+        )
+        return obs.astype(np.float32)
+
+    # ------------------------------------------------------------------ episode log
+    def episode_log(self, b: int) -> dict:
+        """Everything :func:`envs.hospital.metrics.episode_metrics` needs for hospital ``b``.
+
+        Per-patient arrays (synthetic patients) plus resource integrals and counters.
+        """
+        n = int(min(self.n_pat[b], self.P))
+        p = {k: v[b, :n].copy() for k, v in self.p.items()}
+        end = np.where(p["disp"] == IN_SYSTEM, self.t[b], p["end"])
+        elapsed = float(self.t[b] - self.t0[b])
+        return {
+            "group_names": list(self.group_names),
+            "group": p["group"],
+            "severity": p["sev0"],
+            "acuity": p["acuity"],
+            "age": p["age"],
+            "treated": p["disp"] == ADMITTED,
+            "success": p["success"] & (p["disp"] == ADMITTED),
+            "wait": end - p["arrival"],
+            "turnaround": p["tat"],
+            "los": np.where(p["disp"] == ADMITTED, p["los"], np.nan),
+            "severity_at_decision": p["sev"],
+            "bed_hours": self.occ_time[b].copy(),
+            "beds": self.beds.astype(float) * elapsed,
+            "staff_busy_hours": float(self.staff_need_time[b]),
+            "staff_hours": float(self.staff_time[b]),
+            "counts": {k: int(v[b]) for k, v in self.count.items()}
+            | {"in_system": int(self.in_system()[b])},
+        }
