@@ -1,0 +1,326 @@
+"""Shared types, input checks, the estimator registry and the stateless estimators.
+
+Shapes used throughout: ``n`` completions, ``P`` prompts.
+
+* ``rewards``       float array (n,)
+* ``prompt_index``  int array (n,), values in [0, P)
+* ``meta``          :class:`PromptMeta`, every field of length P
+* result            :class:`AdvantageResult` with ``advantages`` float64 (n,)
+
+Conventions shared by all estimators (documented once here):
+
+* Per-prompt std uses ``ddof=1`` (``torch.std``'s default, as in verl).
+* A prompt with a single completion has no group-relative signal: its advantage is 0 (verl
+  instead substitutes mean 0 / std 1, i.e. advantage = raw reward).
+* Every output is finite: zero variances fall back to a divisor of 1 (after ``+ eps``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from platform.config import build
+from platform.errors import UsageError, require
+from platform.registry import Registry
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+
+UNKNOWN = "unknown"
+
+
+class AdvantageInputError(UsageError):
+    """Bad arrays passed to an estimator (lengths, ranges, NaN); names the argument."""
+
+
+def is_unknown(group: Any) -> bool:
+    """``None``, ``""``, ``"unknown"`` (any case) and float NaN all mean "group unknown"."""
+    if group is None:
+        return True
+    if isinstance(group, float) and math.isnan(group):
+        return True
+    return isinstance(group, str) and group.strip().lower() in ("", UNKNOWN)
+
+
+@dataclass
+class PromptMeta:
+    """Per-prompt metadata, every sequence of length P (number of prompts).
+
+    data_source: dataset name per prompt (FairGRPO's "d").
+    group:       demographic group key per prompt (e.g. ``"F|26-50"``); None/"unknown" = unknown.
+    prompt_id:   stable id per prompt (unique prompts are counted by it across epochs).
+    true_group:  optional masked ground truth for unknown prompts (only for ARI/NMI diagnostics).
+    features:    optional float array (P, d) to cluster on instead of rollout rewards.
+    """
+
+    data_source: Sequence[str]
+    group: Sequence[str | None]
+    prompt_id: Sequence[str]
+    true_group: Sequence[str | None] | None = None
+    features: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.data_source)
+
+    def validate(self) -> None:
+        n = len(self.data_source)
+        for name in ("group", "prompt_id", "true_group"):
+            value = getattr(self, name)
+            if value is not None and len(value) != n:
+                raise AdvantageInputError(
+                    f"meta.{name}: length {len(value)} != len(meta.data_source) {n}")
+        if self.features is not None:
+            f = np.asarray(self.features)
+            if f.ndim != 2 or f.shape[0] != n:
+                raise AdvantageInputError(
+                    f"meta.features: expected shape ({n}, d), got {tuple(f.shape)}")
+            if not np.isfinite(f.astype(float)).all():
+                raise AdvantageInputError("meta.features: contains NaN or inf")
+
+
+@dataclass
+class AdvantageResult:
+    """``advantages`` float64 (n,); ``diagnostics`` flat name -> float (MLflow-ready);
+    ``prompt_group`` optional per-prompt key (P,) the estimator actually used (e.g. clusters)."""
+
+    advantages: np.ndarray
+    diagnostics: dict[str, float] = field(default_factory=dict)
+    prompt_group: list[str] | None = None
+
+
+class NullState:
+    """State of a stateless estimator: an empty dict round-trips."""
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, d: dict) -> None:
+        if d:
+            raise AdvantageInputError(f"stateless estimator got a non-empty state: {sorted(d)}")
+
+
+@dataclass
+class Batch:
+    """Validated inputs plus the per-prompt statistics every estimator needs."""
+
+    rewards: np.ndarray          # (n,) float64
+    prompt_index: np.ndarray     # (n,) int64
+    meta: PromptMeta
+    count: np.ndarray            # (P,) completions per prompt
+    mean: np.ndarray             # (P,) mean reward per prompt (0 where count == 0)
+    std: np.ndarray              # (P,) ddof=1 std per prompt (0 where count < 2)
+
+    @property
+    def n_prompts(self) -> int:
+        return len(self.count)
+
+    @property
+    def present(self) -> np.ndarray:
+        """(P,) bool: prompts with at least one completion in this batch."""
+        return self.count > 0
+
+
+def prepare(rewards: Any, prompt_index: Any, meta: PromptMeta) -> Batch:
+    """Check shapes/ranges (errors name the argument) and compute per-prompt mean and std."""
+    if not isinstance(meta, PromptMeta):
+        raise AdvantageInputError(f"meta: expected PromptMeta, got {type(meta).__name__}")
+    meta.validate()
+    r = np.asarray(rewards, dtype=np.float64)
+    idx = np.asarray(prompt_index)
+    if r.ndim != 1:
+        raise AdvantageInputError(f"rewards: expected shape (n_completions,), got {r.shape}")
+    if idx.shape != r.shape:
+        raise AdvantageInputError(
+            f"prompt_index: shape {idx.shape} != rewards shape {r.shape} (one index per completion)")
+    if idx.size and not np.issubdtype(idx.dtype, np.integer) and not (
+            np.issubdtype(idx.dtype, np.floating) and np.all(np.mod(idx, 1) == 0)):
+        raise AdvantageInputError("prompt_index: expected integers")
+    idx = idx.astype(np.int64)
+    P = len(meta)
+    if idx.size and (idx.min() < 0 or idx.max() >= P):
+        raise AdvantageInputError(
+            f"prompt_index: values must be in [0, {P}) (n_prompts = len(meta.data_source)), "
+            f"got range [{idx.min()}, {idx.max()}]")
+    if not np.isfinite(r).all():
+        bad = int(np.flatnonzero(~np.isfinite(r))[0])
+        raise AdvantageInputError(f"rewards: non-finite value {r[bad]} at index {bad}")
+    count = np.bincount(idx, minlength=P).astype(np.float64)
+    safe = np.maximum(count, 1.0)
+    mean = np.bincount(idx, weights=r, minlength=P) / safe
+    dev = r - mean[idx]
+    ss = np.bincount(idx, weights=dev * dev, minlength=P)
+    std = np.sqrt(np.where(count > 1, ss / np.maximum(count - 1.0, 1.0), 0.0))
+    return Batch(r, idx, meta, count, mean, std)
+
+
+def grpo_scores(b: Batch, eps: float, scale_by_std: bool = True) -> np.ndarray:
+    """(n,) GRPO score (r_i - mean_q) / (std_q + eps); 0 for single-completion prompts."""
+    centred = b.rewards - b.mean[b.prompt_index]
+    if scale_by_std:
+        centred = centred / (b.std[b.prompt_index] + eps)
+    return np.where(b.count[b.prompt_index] > 1, centred, 0.0)
+
+
+def safe_std(x: np.ndarray) -> float:
+    """Sample std (ddof=1) of ``x``; 0.0 for fewer than 2 values."""
+    return float(np.std(x, ddof=1)) if x.size > 1 else 0.0
+
+
+def summary(adv: np.ndarray) -> dict[str, float]:
+    if adv.size == 0:
+        return {"adv/mean": 0.0, "adv/std": 0.0, "adv/abs_max": 0.0}
+    return {"adv/mean": float(adv.mean()), "adv/std": float(adv.std()),
+            "adv/abs_max": float(np.abs(adv).max())}
+
+
+# ---------------------------------------------------------------------------------------------
+# Registry and base class
+
+ESTIMATORS: Registry = Registry("advantage estimator")
+
+
+@dataclass
+class BaseConfig:
+    eps: float = 1e-6
+    """added to standard deviations (and the floor of FairGRPO factors); must be > 0"""
+    group_size: int | None = None
+    """completions per prompt; when set, every prompt in a batch must have exactly this many"""
+
+    def __post_init__(self):
+        require(self.eps > 0 and math.isfinite(self.eps), "eps", f"must be > 0, got {self.eps}")
+        require(self.group_size is None or self.group_size >= 2, "group_size",
+                f"({self.group_size}) must be >= 2 for group-relative advantages")
+
+
+class Estimator:
+    """Base: ``est(rewards, prompt_index, meta, state) -> AdvantageResult``.
+
+    Subclasses set ``Config`` (a dataclass) and implement ``compute(batch, state)``; stateful
+    ones override ``init_state``. ``state`` is updated in place.
+    """
+
+    name: ClassVar[str] = ""
+    Config: ClassVar[type] = BaseConfig
+
+    def __init__(self, config: Any = None):
+        self.config = config if config is not None else self.Config()
+
+    def init_state(self) -> Any:
+        return NullState()
+
+    def compute(self, b: Batch, state: Any) -> AdvantageResult:  # pragma: no cover
+        raise NotImplementedError
+
+    def __call__(self, rewards: Any, prompt_index: Any, meta: PromptMeta,
+                 state: Any = None) -> AdvantageResult:
+        b = prepare(rewards, prompt_index, meta)
+        gs = self.config.group_size
+        if gs is not None:
+            sizes = b.count[b.present]
+            if sizes.size and not np.all(sizes == gs):
+                bad = int(np.flatnonzero(b.present)[np.flatnonzero(sizes != gs)[0]])
+                raise AdvantageInputError(
+                    f"prompt_index: prompt {bad} has {int(b.count[bad])} completions, "
+                    f"config group_size is {gs}")
+        if state is None:
+            state = self.init_state()
+        res = self.compute(b, state)
+        res.advantages = np.asarray(res.advantages, dtype=np.float64)
+        assert res.advantages.shape == b.rewards.shape
+        res.diagnostics.update(summary(res.advantages))
+        return res
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.config})"
+
+
+def register(name: str):
+    """Class decorator: register an Estimator subclass under ``name``."""
+
+    def _wrap(cls):
+        cls.name = name
+        ESTIMATORS.register(name, cls, help=(cls.__doc__ or "").strip().split("\n")[0])
+        return cls
+
+    return _wrap
+
+
+def get_estimator(name: str, **kwargs: Any) -> Estimator:
+    """Build estimator ``name`` with config fields ``kwargs``.
+
+    Unknown name -> RegistryError listing the names; bad field -> ConfigError naming it.
+    """
+    cls = ESTIMATORS.get(name)
+    return cls(build(cls.Config, kwargs))
+
+
+def config_fields(name: str) -> dict[str, Any]:
+    """Field -> default for estimator ``name`` (for CLI help and docs)."""
+    cls = ESTIMATORS.get(name)
+    return {f.name: f.default for f in dataclasses.fields(cls.Config)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Stateless estimators
+
+
+@dataclass
+class GRPOConfig(BaseConfig):
+    scale_by_std: bool = True
+    """divide by the per-prompt std (False = Dr. GRPO-style mean-centring only)"""
+
+
+@register("grpo")
+class GRPO(Estimator):
+    """GRPO: (r_i - mean_q) / (std_q + eps) per prompt q (DeepSeekMath, arXiv 2402.03300)."""
+
+    Config = GRPOConfig
+
+    def compute(self, b: Batch, state: Any) -> AdvantageResult:
+        return AdvantageResult(grpo_scores(b, self.config.eps, self.config.scale_by_std))
+
+
+@register("rloo")
+class RLOO(Estimator):
+    """RLOO: r_i minus the mean of the other completions of the same prompt (arXiv 2402.14740).
+
+    A_i = r_i - (sum_q - r_i)/(n_q - 1) = n_q/(n_q - 1) * (r_i - mean_q); 0 when n_q == 1.
+    """
+
+    def compute(self, b: Batch, state: Any) -> AdvantageResult:
+        n = b.count[b.prompt_index]
+        scale = np.where(n > 1, n / np.maximum(n - 1.0, 1.0), 0.0)
+        return AdvantageResult(scale * (b.rewards - b.mean[b.prompt_index]))
+
+
+@dataclass
+class ReinforcePPConfig(BaseConfig):
+    baseline: Literal["none", "group_mean"] = "none"
+    """"none": whiten raw returns over the batch (REINFORCE++); "group_mean": subtract the
+    prompt mean first (verl's reinforce_plus_plus_baseline)"""
+
+    def __post_init__(self):
+        super().__post_init__()
+        require(self.baseline in ("none", "group_mean"), "baseline",
+                f"got {self.baseline!r}; allowed: 'none', 'group_mean'")
+
+
+@register("reinforce_pp")
+class ReinforcePP(Estimator):
+    """REINFORCE++: global batch normalisation of outcome returns (arXiv 2501.03262).
+
+    A = (x - mean(x)) / (std(x) + eps) over the whole batch, x = r (or r - mean_q); with an
+    outcome reward and gamma = 1 the token return equals the sequence reward.
+    """
+
+    Config = ReinforcePPConfig
+
+    def compute(self, b: Batch, state: Any) -> AdvantageResult:
+        x = b.rewards
+        if self.config.baseline == "group_mean":
+            x = x - b.mean[b.prompt_index]
+        if x.size == 0:
+            return AdvantageResult(x.copy())
+        return AdvantageResult((x - x.mean()) / (safe_std(x) + self.config.eps))

@@ -1,0 +1,103 @@
+"""GRPO + GroupDRO: exponentiated group weights on GRPO advantages.
+
+GroupDRO (Sagawa et al., "Distributionally Robust Neural Networks", arXiv 1911.08731) keeps a
+weight q_g per group and updates it by exponentiated gradient ascent on the group loss,
+q_g <- q_g * exp(eta * loss_g), renormalised. Here a group is (data source, demographic group)
+("unknown" is a group), loss_g = 1 - mean reward of g's completions in the batch (rewards are
+accuracies in [0, 1]; only groups in the batch are updated), and each completion's GRPO
+advantage is multiplied by w_g = |G_b| * q_g / sum_{h in G_b} q_h over the groups G_b present
+in the batch (so the mean weight over present groups is 1).
+
+State: log q_g per group key (bounded by the number of groups), a plain dict.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from platform.errors import require
+from typing import Any
+
+import numpy as np
+
+from algorithms.advantages.core import (
+    UNKNOWN,
+    AdvantageInputError,
+    AdvantageResult,
+    BaseConfig,
+    Batch,
+    Estimator,
+    grpo_scores,
+    is_unknown,
+    register,
+)
+
+
+class DROState:
+    """log group weights: key "source|group" -> log q (unnormalised)."""
+
+    def __init__(self) -> None:
+        self.log_q: dict[str, float] = {}
+
+    def state_dict(self) -> dict:
+        return {"log_q": dict(self.log_q)}
+
+    def load_state_dict(self, d: dict) -> None:
+        if "log_q" not in d:
+            raise AdvantageInputError("state: expected a dict with key 'log_q'")
+        self.log_q = {str(k): float(v) for k, v in d["log_q"].items()}
+
+
+@dataclass
+class GroupDROConfig(BaseConfig):
+    eta: float = 0.1
+    """step size of the exponentiated-gradient update of the group weights"""
+    max_log_weight: float = 20.0
+    """log-weights are kept within +-this of their max (no overflow, no group fully silenced)"""
+
+    def __post_init__(self):
+        super().__post_init__()
+        require(self.eta >= 0 and math.isfinite(self.eta), "eta", f"must be >= 0, got {self.eta}")
+        require(self.max_log_weight > 0, "max_log_weight",
+                f"must be > 0, got {self.max_log_weight}")
+
+
+@register("group_dro")
+class GroupDRO(Estimator):
+    """GRPO + GroupDRO: exponentiated group weights (step eta) on GRPO advantages."""
+
+    Config = GroupDROConfig
+
+    def init_state(self) -> DROState:
+        return DROState()
+
+    def compute(self, b: Batch, state: Any) -> AdvantageResult:
+        if not isinstance(state, DROState):
+            raise AdvantageInputError(
+                f"state: group_dro needs the object from init_state(), got {type(state).__name__}")
+        cfg = self.config
+        s = grpo_scores(b, cfg.eps)
+        keys = [f"{d}|{UNKNOWN if is_unknown(g) else g}"
+                for d, g in zip(b.meta.data_source, b.meta.group, strict=True)]
+        table: dict[str, int] = {}
+        code = np.array([table.setdefault(k, len(table)) for k in keys], dtype=np.int64)
+        comp_code = code[b.prompt_index] if b.rewards.size else np.zeros(0, dtype=np.int64)
+        G = len(table)
+        n_g = np.bincount(comp_code, minlength=G)
+        r_g = np.bincount(comp_code, weights=b.rewards, minlength=G) / np.maximum(n_g, 1)
+        names = list(table)
+        for j in np.flatnonzero(n_g):
+            k = names[j]
+            state.log_q[k] = float(state.log_q.get(k, 0.0) + cfg.eta * (1.0 - r_g[j]))
+        if state.log_q:
+            top = max(state.log_q.values())
+            for k, v in state.log_q.items():
+                state.log_q[k] = float(max(v - top, -cfg.max_log_weight))
+        present = np.flatnonzero(n_g)
+        w = np.ones(G)
+        if present.size:
+            lq = np.array([state.log_q[names[j]] for j in present])
+            q = np.exp(lq - lq.max())
+            w[present] = len(present) * q / q.sum()
+        diag = {f"dro_weight/{names[j]}": float(w[j]) for j in present}
+        return AdvantageResult(s * w[comp_code], diag)

@@ -1,0 +1,286 @@
+"""FairGRPO and FairGRPO without demographic labels (Dai et al., arXiv 2510.19893).
+
+Per prompt q, the GRPO score s_i = (r_i - mean_q)/(std_q + eps). Running history per data
+source d and per (d, demographic group g) holds N (unique prompts seen) and mu (mean of the
+prompts' mean rewards). With T = max(sqrt(N) * mu, eps):
+
+    a_i = s_i / clip(T_d * T_g, eps, factor_max),   then   a <- a / (std(a) + eps)
+
+so rare groups (small N) and hard groups (small mu) get larger advantages.
+
+Differences from the reference code (a verl fork), on purpose:
+
+1. The factor is clamped to [eps, factor_max] (default 1e6) and T is floored at eps. The
+   reference leaves a group whose mean reward is 0 unscaled (factor 1), which makes the
+   hardest groups *smaller* than slightly-less-hard ones; here they get the largest factor.
+2. N counts unique prompts (by ``prompt_id``), not visits: the reference re-appends a prompt
+   every epoch, so N grows with training length instead of the group's size. A revisited
+   prompt's contribution to mu is replaced by its latest mean reward. The history keeps one
+   float per unique prompt plus running (count, sum) per key, so memory is bounded by the
+   dataset size, not the run length; it serialises to plain dicts (``state_dict``).
+
+History is updated with the batch *before* factors are computed, so every group in the batch
+has N >= 1. ``fair_grpo`` treats an unknown group as one more group ("unknown");
+``fair_grpo_nd`` splits unknown prompts by k-means (see ``discovery``) and gives each cluster c
+N_c = N_unknown(d) * (share of d's unknown prompts in this batch that fall in c) and mu_c =
+the cluster's mean prompt reward in this batch (clusters are refit every step, so their
+identities carry no history).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from platform.errors import require
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from algorithms.advantages.core import (
+    UNKNOWN,
+    AdvantageInputError,
+    AdvantageResult,
+    BaseConfig,
+    Batch,
+    Estimator,
+    grpo_scores,
+    is_unknown,
+    register,
+    safe_std,
+)
+from algorithms.advantages.discovery import agreement, elbow_kmeans, reward_matrix
+
+STATE_VERSION = 1
+
+
+class FairHistory:
+    """Running per-source and per-(source, group) statistics over unique prompts.
+
+    ``prompts``: prompt_id -> [source, group, latest mean reward]
+    ``source``:  d -> [N, sum of prompt means]
+    ``group``:   d -> {g: [N, sum of prompt means]}
+    """
+
+    def __init__(self) -> None:
+        self.prompts: dict[str, list] = {}
+        self.source: dict[str, list] = {}
+        self.group: dict[str, dict[str, list]] = {}
+
+    def _add(self, d: str, g: str, value: float, sign: int) -> None:
+        s = self.source.setdefault(d, [0, 0.0])
+        s[0] += sign
+        s[1] += sign * value
+        e = self.group.setdefault(d, {}).setdefault(g, [0, 0.0])
+        e[0] += sign
+        e[1] += sign * value
+
+    def update(self, prompt_ids: list[str], sources: list[str], groups: list[str],
+               means: np.ndarray) -> None:
+        """Record each prompt's latest mean reward (a revisit replaces, never double counts)."""
+        for pid, d, g, mu in zip(prompt_ids, sources, groups, means.tolist(), strict=True):
+            old = self.prompts.get(pid)
+            if old is not None:
+                if old[0] == d and old[1] == g:
+                    delta = mu - old[2]
+                    self.source[d][1] += delta
+                    self.group[d][g][1] += delta
+                    old[2] = mu
+                    continue
+                self._add(old[0], old[1], old[2], -1)
+            self._add(d, g, mu, +1)
+            self.prompts[pid] = [d, g, mu]
+
+    def stats(self, d: str, g: str | None = None) -> tuple[int, float]:
+        """(N, mu) for source d, or for group g within d."""
+        e = self.source.get(d) if g is None else self.group.get(d, {}).get(g)
+        if not e or e[0] <= 0:
+            return 0, 0.0
+        return int(e[0]), e[1] / e[0]
+
+    def state_dict(self) -> dict:
+        return {"version": STATE_VERSION,
+                "prompts": {k: list(v) for k, v in self.prompts.items()},
+                "source": {k: list(v) for k, v in self.source.items()},
+                "group": {d: {g: list(v) for g, v in gs.items()} for d, gs in self.group.items()}}
+
+    def load_state_dict(self, d: dict) -> None:
+        if d.get("version") != STATE_VERSION:
+            raise AdvantageInputError(
+                f"state.version: expected {STATE_VERSION}, got {d.get('version')!r}")
+        self.prompts = {str(k): [v[0], v[1], float(v[2])] for k, v in d["prompts"].items()}
+        self.source = {k: [int(v[0]), float(v[1])] for k, v in d["source"].items()}
+        self.group = {k: {g: [int(v[0]), float(v[1])] for g, v in gs.items()}
+                      for k, gs in d["group"].items()}
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+
+def scale_T(n: float, mu: float, eps: float) -> float:
+    """T = max(sqrt(N) * mu, eps)."""
+    return max(math.sqrt(max(n, 0.0)) * mu, eps)
+
+
+@dataclass
+class FairGRPOConfig(BaseConfig):
+    factor_max: float = 1e6
+    """upper clamp of T_d * T_g (the lower clamp is eps)"""
+    batch_std_normalize: bool = True
+    """divide the scaled batch by its std (the paper's final step)"""
+
+    def __post_init__(self):
+        super().__post_init__()
+        require(self.factor_max > self.eps, "factor_max",
+                f"({self.factor_max}) must be > eps ({self.eps})")
+
+
+@dataclass
+class FairGRPONDConfig(FairGRPOConfig):
+    k_max: int = 3
+    """largest number of latent groups per data source (k in {1, ..., k_max})"""
+    elbow_threshold: float = 0.1
+    """move to k+1 only while the inertia drop is >= this fraction of the previous inertia"""
+    cluster_on: Literal["rewards", "features"] = "rewards"
+    """cluster prompts on their rollout-reward vectors, or on ``meta.features`` (embeddings)"""
+    random_state: int = 0
+    """KMeans random_state (fixed so a step is reproducible)"""
+    n_init: int = 1
+    """KMeans restarts"""
+
+    def __post_init__(self):
+        super().__post_init__()
+        require(1 <= self.k_max <= 10, "k_max", f"must be in [1, 10], got {self.k_max}")
+        require(0.0 <= self.elbow_threshold < 1.0, "elbow_threshold",
+                f"must be in [0, 1), got {self.elbow_threshold}")
+        require(self.cluster_on in ("rewards", "features"), "cluster_on",
+                f"got {self.cluster_on!r}; allowed: 'rewards', 'features'")
+        require(self.n_init >= 1, "n_init", f"must be >= 1, got {self.n_init}")
+
+
+def _codes(keys: np.ndarray) -> tuple[list[str], np.ndarray]:
+    """Unique keys (first-seen order) and the (len(keys),) int code of each."""
+    codes, uniques = pd.factorize(keys, sort=False)
+    return [str(u) for u in uniques], codes.astype(np.int64)
+
+
+def as_str_array(values: Any) -> np.ndarray:
+    """(P,) object array of str (ids, source names)."""
+    arr = np.asarray(values, dtype=object)
+    codes, uniques = pd.factorize(arr, use_na_sentinel=False)
+    return np.array([str(u) for u in uniques] or [""], dtype=object)[codes]
+
+
+def normalise_groups(groups: Any) -> np.ndarray:
+    """(P,) object array of group keys with every unknown spelling mapped to ``"unknown"``."""
+    codes, uniques = pd.factorize(np.asarray(groups, dtype=object), use_na_sentinel=True)
+    names = [UNKNOWN if is_unknown(u) else str(u) for u in uniques] + [UNKNOWN]
+    return np.array(names, dtype=object)[codes]
+
+
+@register("fair_grpo")
+class FairGRPO(Estimator):
+    """FairGRPO: GRPO scores divided by T_d * T_g from running history (arXiv 2510.19893)."""
+
+    Config = FairGRPOConfig
+
+    def init_state(self) -> FairHistory:
+        return FairHistory()
+
+    def _discover(self, b: Batch, present: np.ndarray, sources: np.ndarray,
+                  groups: np.ndarray, diag: dict) -> tuple[np.ndarray, dict]:
+        """Latent groups for unknown prompts: (effective group per present prompt (object
+        array), {(d, cluster key): (share of d's unknown prompts, mean prompt reward)})."""
+        return groups, {}
+
+    def compute(self, b: Batch, state: Any) -> AdvantageResult:
+        if not isinstance(state, FairHistory):
+            raise AdvantageInputError(
+                f"state: {self.name} needs the object from init_state(), got {type(state).__name__}")
+        cfg = self.config
+        s = grpo_scores(b, cfg.eps)
+        present = np.flatnonzero(b.present)
+        diag: dict[str, float] = {}
+        sources = as_str_array(b.meta.data_source)[present]
+        groups = normalise_groups(b.meta.group)[present]
+        eff, cluster_info = self._discover(b, present, sources, groups, diag)
+        state.update(as_str_array(b.meta.prompt_id)[present].tolist(), sources.tolist(),
+                     groups.tolist(), b.mean[present])
+
+        src_keys, src_code = _codes(sources)
+        pair_keys, pair_code = _codes(sources + "\x1f" + eff)
+        t_d = np.array([scale_T(*state.stats(d), cfg.eps) for d in src_keys])
+        t_g = np.empty(len(pair_keys))
+        for j, key in enumerate(pair_keys):
+            d, g = key.split("\x1f", 1)
+            if (d, g) in cluster_info:
+                share, mu = cluster_info[(d, g)]
+                n = state.stats(d, UNKNOWN)[0] * share
+            else:
+                n, mu = state.stats(d, g)
+            t_g[j] = scale_T(n, mu, cfg.eps)
+        factor = np.ones(b.n_prompts)
+        factor[present] = np.clip(t_d[src_code] * t_g[pair_code], cfg.eps, cfg.factor_max)
+        a = s / factor[b.prompt_index]
+        sd = safe_std(a)
+        if cfg.batch_std_normalize and sd > 0:
+            a = a / (sd + cfg.eps)
+        if present.size:
+            f = factor[present]
+            diag.update({"factor/min": float(f.min()), "factor/max": float(f.max()),
+                         "factor/mean": float(f.mean())})
+        diag["n_groups"] = float(len(pair_keys))
+        diag["history/prompts"] = float(len(state))
+        for d, t in zip(src_keys, t_d, strict=True):
+            diag[f"T_d/{d}"] = float(t)
+        prompt_group = np.full(b.n_prompts, UNKNOWN, dtype=object)
+        prompt_group[present] = sources + "|" + eff
+        return AdvantageResult(a, diag, prompt_group=prompt_group.tolist())
+
+
+@register("fair_grpo_nd")
+class FairGRPOND(FairGRPO):
+    """FairGRPO without labels: unknown groups found per data source by k-means + elbow."""
+
+    Config = FairGRPONDConfig
+
+    def _discover(self, b, present, sources, groups, diag):
+        cfg = self.config
+        unknown = groups == UNKNOWN
+        diag["unknown_fraction"] = float(unknown.mean()) if unknown.size else 0.0
+        if not unknown.any():
+            return groups, {}
+        if cfg.cluster_on == "features" and b.meta.features is None:
+            raise AdvantageInputError(
+                "meta.features: required when cluster_on='features' (shape (n_prompts, d))")
+        eff = groups.copy()
+        info: dict[tuple[str, str], tuple[float, float]] = {}
+        truth = b.meta.true_group
+        ari_sum = nmi_sum = 0.0
+        n_scored = 0
+        if cfg.cluster_on == "features":
+            feats = np.asarray(b.meta.features, dtype=np.float64)
+        else:
+            feats = reward_matrix(b.rewards, b.prompt_index, b.count)
+        for d in dict.fromkeys(sources[unknown].tolist()):
+            local = np.flatnonzero(unknown & (sources == d))   # positions within ``present``
+            prompts = present[local]
+            cl = elbow_kmeans(feats[prompts], cfg.k_max, cfg.elbow_threshold, cfg.random_state, cfg.n_init)
+            diag[f"k/{d}"] = float(cl.k)
+            names = np.array([f"{UNKNOWN}/cluster{c}" for c in range(cl.k)], dtype=object)
+            eff[local] = names[cl.labels]
+            sizes = np.bincount(cl.labels, minlength=cl.k)
+            sums = np.bincount(cl.labels, weights=b.mean[prompts], minlength=cl.k)
+            for c in range(cl.k):
+                info[(d, str(names[c]))] = (sizes[c] / len(local), sums[c] / sizes[c])
+            if truth is not None:
+                true = [truth[p] for p in prompts]
+                if not any(is_unknown(t) for t in true):
+                    ari, nmi = agreement(true, cl.labels)
+                    diag[f"ari/{d}"], diag[f"nmi/{d}"] = ari, nmi
+                    ari_sum += ari * len(local)
+                    nmi_sum += nmi * len(local)
+                    n_scored += len(local)
+        if n_scored:
+            diag["ari"], diag["nmi"] = ari_sum / n_scored, nmi_sum / n_scored
+        return eff, info
