@@ -103,6 +103,24 @@ def num_env_runner_restarts(result: dict) -> int:
     return int(result.get("fault_tolerance", {}).get("num_remote_worker_restarts", 0) or 0)
 
 
+# ------------------------------------------------------------------------------ build
+def build_algo(algo_config, storage_path: str | Path, name: str = "allocation"):
+    """``algo_config.build_algo()`` without touching ``~/ray_results``.
+
+    An Algorithm built outside Tune creates a log dir under Ray's default storage path
+    (``~/ray_results``); giving it a StorageContext puts that dir under Ray's session
+    temp dir instead (results live in MLflow, checkpoints under ``storage_path``).
+    """
+    import copy
+
+    from ray.train._internal.storage import StorageContext
+
+    Path(storage_path).mkdir(parents=True, exist_ok=True)
+    storage = StorageContext(storage_path=str(storage_path), experiment_dir_name=name,
+                             trial_dir_name="driver")
+    return algo_config.algo_class(config=copy.deepcopy(algo_config), storage=storage)
+
+
 # ------------------------------------------------------------------------- checkpoints
 def save_checkpoint(algo, path: str | Path) -> str:
     """Save the whole algorithm (module, optimizer, env-runner states, iteration)."""

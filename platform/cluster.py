@@ -22,9 +22,9 @@ HYGIENE_ENV = {
     "RAY_USAGE_STATS_ENABLED": "0",
     "RAY_AUTH_MODE": "disabled",
     "RAY_DEDUP_LOGS": "1",
-    # RLlib/Tune would otherwise default to ~/ray_results.
-    "RAY_AIR_LOCAL_CACHE_DIR": str(REPO_ROOT / "ray_results"),
-    "TUNE_RESULT_DIR": str(REPO_ROOT / "ray_results"),
+    # No TUNE_RESULT_DIR / RAY_AIR_LOCAL_CACHE_DIR: Ray 2.60's Tuner.fit raises
+    # DeprecationWarning when either is set. Pass storage_root() explicitly instead
+    # (Tune: RunConfig(storage_path=...); RLlib outside Tune: algorithms.rllib_adapter.build_algo).
     "DS_ACCELERATOR": os.environ.get("DS_ACCELERATOR", "cpu"),
     "TOKENIZERS_PARALLELISM": "false",
     "HF_HUB_OFFLINE": "1",

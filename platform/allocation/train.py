@@ -47,6 +47,14 @@ def build_algo_config(cfg: AllocationConfig):
     )
 
 
+def build_algo(cfg: AllocationConfig):
+    """Build the RLlib Algorithm of ``cfg`` (log dir under the storage root, never ~)."""
+    from algorithms import rllib_adapter
+    from platform.cluster import storage_root
+
+    return rllib_adapter.build_algo(build_algo_config(cfg), storage_root(), "allocation")
+
+
 def _scalar(value: Any) -> float | None:
     try:
         f = float(value)
@@ -197,7 +205,7 @@ def main(algorithm: str, argv: list[str]) -> int:
     resume = _find_resumable(exp_id, cfg.name) if args.resume else None
     if args.resume and resume is None:
         print(f"--resume: no checkpointed run named {cfg.name!r}; starting fresh", file=sys.stderr)
-    algo = build_algo_config(cfg).build_algo()
+    algo = build_algo(cfg)
     try:
         if resume:
             rllib_adapter.restore_checkpoint(algo, resume[1])
