@@ -22,10 +22,11 @@ With one group both modes give ``L_robust = 0``; with λ = 0 the loss (and every
 is PPO's bit for bit. Keep λ ≤ 0.5 to keep a positive weight on the mean objective.
 
 Group ids reach the batch through :class:`AddGroupIdsToBatch`, a learner ConnectorV2
-that reads ``info[group_key]`` (default ``"group"``) of every timestep; the column is
-aligned with observations (the info returned with ``obs_t``, i.e. by ``reset`` for
-t = 0 and by ``step`` afterwards). PPO prepends an artificial timestep per episode
-(its info is a duplicate of the last one); it is masked out of the loss.
+that reads ``info[group_key]`` (default ``"group"``) of every timestep. Convention (the
+hospital simulators'): the info returned by ``step`` for action ``a_t`` names the group
+of the patient that decision concerned, so timestep t's group is ``infos[t + 1]``
+(``infos[0]`` is the reset info). PPO appends an artificial timestep per episode (its
+info is a duplicate of the last one); it is masked out of the loss.
 
 Every RLlib-version-sensitive call of the project lives here or in
 :mod:`algorithms.rllib_adapter` (pinned: ray 2.60).
@@ -114,7 +115,8 @@ class AddGroupIdsToBatch(ConnectorV2):
     """Learner connector: ``batch[GROUP_COLUMN]`` = ``info[group_key]`` per timestep.
 
     Runs right after PPO's ``AddOneTsToEpisodesAndTruncate`` so that the column has one
-    item per (extended) timestep, like every other column.
+    item per (extended) timestep, like every other column; the group of timestep t is
+    ``info[group_key]`` of the info returned by step t.
     """
 
     def __init__(self, input_observation_space=None, input_action_space=None, *,
@@ -127,7 +129,7 @@ class AddGroupIdsToBatch(ConnectorV2):
                  **kwargs) -> Any:
         for episode in self.single_agent_episode_iterator(episodes, agents_that_stepped_only=False):
             n = len(episode)
-            infos = episode.get_infos(slice(0, n))
+            infos = episode.get_infos(slice(1, n + 1))  # info of step t = infos[t + 1]
             ids = [self._group_of(info, episode.id_, t) for t, info in enumerate(infos)]
             self.add_n_batch_items(batch, GROUP_COLUMN, ids, n, episode)
         return batch
@@ -137,8 +139,8 @@ class AddGroupIdsToBatch(ConnectorV2):
             return int(info[self.group_key])
         except (KeyError, TypeError, ValueError):
             raise KeyError(
-                f"group-robust PPO needs info[{self.group_key!r}] (an int) at every timestep, "
-                f"including reset; episode {episode_id} timestep {t} has info={info!r}"
+                f"group-robust PPO needs info[{self.group_key!r}] (an int) in the info of "
+                f"every step; episode {episode_id} timestep {t} has info={info!r}"
             ) from None
 
 

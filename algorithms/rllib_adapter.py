@@ -30,15 +30,15 @@ def per_group_returns(rewards: list[float] | np.ndarray, infos: list[dict], key:
     """Sum of rewards per group of one episode.
 
     Args:
-        rewards: (T,) reward of step t (the reward for acting on observation t).
-        infos: (T+1,) or (T,) infos aligned with observations; ``infos[t][key]`` is the
-            group whose observation step t acted on.
+        rewards: (T,) reward of step t.
+        infos: (T+1,) infos aligned with observations (``infos[0]`` from reset);
+            ``infos[t + 1][key]`` is the group the decision of step t concerned.
     Returns:
-        group id -> summed reward (only groups that appear in the first T steps).
+        group id -> summed reward (groups without a step are absent).
     """
     out: dict[int, float] = {}
     for t, r in enumerate(rewards):
-        info = infos[t] if t < len(infos) else {}
+        info = infos[t + 1] if t + 1 < len(infos) else {}
         if not isinstance(info, dict) or key not in info:
             continue
         g = int(info[key])

@@ -34,10 +34,10 @@ def run_episode(module, env, seed: int, group_names: Sequence[str]) -> dict[str,
     total, steps, by_group = 0.0, 0, {}
     last_info: dict = info
     for _ in range(MAX_EPISODE_STEPS):
-        group = info.get("group") if isinstance(info, dict) else None
         obs, reward, terminated, truncated, info = env.step(rllib_adapter.greedy_action(module, obs))
         total += float(reward)
         steps += 1
+        group = info.get("group")  # the group this decision concerned
         if group is not None:
             by_group[int(group)] = by_group.get(int(group), 0.0) + float(reward)
         last_info = info

@@ -23,7 +23,7 @@ _LEARNER_KEYS = {
     "total_loss": "loss/total", "policy_loss": "loss/policy", "vf_loss": "loss/vf",
     "entropy": "loss/entropy", "mean_kl_loss": "loss/kl",
 }
-_ENV_PREFIXES = ("fairness/", "util/", "group/", "wait/")
+_ENV_PREFIXES = ("fairness/", "util/", "group/", "wait/", "patients/")
 TAG_CHECKPOINT = "equirl.checkpoint"
 TAG_CHECKPOINT_ITER = "equirl.checkpoint_iteration"
 

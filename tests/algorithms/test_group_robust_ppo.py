@@ -27,7 +27,8 @@ class TwoGroupEnv(gym.Env):
 
     Observation: one-hot group + a noise feature. Group 0 (75% of arrivals) is rewarded
     for treatment, group 1 for waiting, with half the reward, so groups differ.
-    ``info["group"]`` is the group of the patient in the returned observation.
+    Like the hospital simulators, ``info["group"]`` of a step is the group of the patient
+    that step's decision concerned (the reset info names the first patient's group).
     """
 
     def __init__(self, config: dict | None = None):
@@ -52,9 +53,11 @@ class TwoGroupEnv(gym.Env):
         return self._arrive()
 
     def step(self, action):
-        reward = float(int(action) == (1 if self.g == 0 else 0)) * (1.0 if self.g == 0 else 0.5)
+        decided = self.g
+        reward = float(int(action) == (1 if decided == 0 else 0)) * (1.0 if decided == 0 else 0.5)
         self.t += 1
-        obs, info = self._arrive()
+        obs, _ = self._arrive()
+        info = {"group": decided, "n_groups": self.n_groups}  # the group this decision concerned
         return obs, reward, False, self.t >= self.horizon, info
 
 
@@ -67,6 +70,15 @@ def _config(cls, seed=7, n_groups=2, **training):
                   **training)
         .debugging(seed=seed)
     )
+
+
+def _build(cfg):
+    """Build outside Tune with the log dir under the session's storage (not ~/ray_results)."""
+    import os
+
+    from algorithms.rllib_adapter import build_algo
+
+    return build_algo(cfg, os.environ["EQUIRL_STORAGE"], "test-grppo")
 
 
 def _weights(algo) -> dict[str, torch.Tensor]:
@@ -133,7 +145,7 @@ def test_robust_term_rejects_unknown_mode():
 
 
 # ----------------------------------------------------------------------- connector
-def test_connector_reads_info_group_aligned_with_observations():
+def test_connector_reads_the_group_of_each_decision():
     from ray.rllib.env.single_agent_episode import SingleAgentEpisode
 
     infos = [{"group": g} for g in (1, 0, 0, 1)]
@@ -142,14 +154,14 @@ def test_connector_reads_info_group_aligned_with_observations():
     batch: dict = {}
     AddGroupIdsToBatch()(rl_module=None, batch=batch, episodes=[episode], shared_data={})
     (items,) = batch[GROUP_COLUMN].values()
-    assert list(items) == [1, 0, 0]
+    assert list(items) == [0, 0, 1]  # infos[t + 1]: the info returned by step t
 
 
 def test_connector_names_missing_group_key():
     from ray.rllib.env.single_agent_episode import SingleAgentEpisode
 
     episode = SingleAgentEpisode(observations=[0, 1], actions=[0], rewards=[0.0],
-                                 infos=[{}, {"group": 0}], len_lookback_buffer=0)
+                                 infos=[{"group": 0}, {}], len_lookback_buffer=0)
     with pytest.raises(KeyError, match="info\\['group'\\]"):
         AddGroupIdsToBatch()(rl_module=None, batch={}, episodes=[episode], shared_data={})
 
@@ -183,7 +195,7 @@ def test_lambda_zero_equals_rllib_ppo_and_lambda_positive_differs(ray_session):
     for name, cfg in (("ppo", _config(PPOConfig)),
                       ("l0", _config(GroupRobustPPOConfig, robust_lambda=0.0)),
                       ("l5", _config(GroupRobustPPOConfig, robust_lambda=0.5))):
-        algo = cfg.build_algo()
+        algo = _build(cfg)
         try:
             results[name] = algo.train()["learners"]["default_policy"]
             weights[name] = _weights(algo)
@@ -204,7 +216,7 @@ def test_lambda_zero_equals_rllib_ppo_and_lambda_positive_differs(ray_session):
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("mode", ["gap", "worst_group"])
 def test_one_group_robust_term_is_zero_in_training(ray_session, mode):
-    algo = _config(GroupRobustPPOConfig, n_groups=1, robust_lambda=0.5, robust_mode=mode).build_algo()
+    algo = _build(_config(GroupRobustPPOConfig, n_groups=1, robust_lambda=0.5, robust_mode=mode))
     try:
         learner = algo.train()["learners"]["default_policy"]
     finally:

@@ -50,7 +50,8 @@ class ToyHospital(gym.Env):
         self.treated[g] += int(action)
         reward = float(int(action) == (1 - g)) * (1.0 if g == 0 else 0.5)
         self.t += 1
-        obs, info = self._arrive()
+        obs, _ = self._arrive()
+        info = {"group": g, "n_groups": 2}  # the group this decision concerned
         done = self.t >= self.horizon
         if done:
             rates = self.treated / np.maximum(self.seen, 1)
@@ -128,10 +129,10 @@ def test_build_algo_config_is_seeded_with_restarts(toy):
 # ------------------------------------------------------------- metrics + evaluation
 @pytest.fixture(scope="module")
 def trained(toy):
-    from platform.allocation.train import build_algo_config
+    from platform.allocation.train import build_algo
 
     cfg = _cfg(seed=1)
-    algo = build_algo_config(cfg).build_algo()
+    algo = build_algo(cfg)
     results = [algo.train() for _ in range(2)]
     yield cfg, algo, results
     algo.stop()

@@ -1,0 +1,177 @@
+"""``platform/`` stands in for the stdlib ``platform`` module everywhere it must.
+
+Covers: stdlib callers (uuid, ray, torch) from the repo root, ``platform.system()``,
+pickles of ``platform.uname()`` loading in a process that only has the stdlib module,
+plain ``pytest`` and ``python -m pytest``, ``python -m platform.train --help``, Ray
+workers started by ``platform.cluster.init_ray`` importing ``platform.*``, and hygiene
+(nothing written to ``~/.ray`` or ``~/ray_results``).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+import sysconfig
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import platform
+
+STDLIB_PLATFORM = os.path.join(sysconfig.get_path("stdlib"), "platform.py")
+
+
+def _run(args, cwd, env, timeout=120, **kw):
+    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout, **kw)
+
+
+def test_package_is_ours_and_exposes_the_stdlib_api():
+    assert hasattr(platform, "__path__")
+    assert Path(platform.__file__).resolve().parent.name == "platform"
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_probe_stdlib_platform", STDLIB_PLATFORM)
+    stdlib = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(stdlib)
+    public = {n for n in vars(stdlib) if not n.startswith("_")}
+    assert public <= set(dir(platform)), sorted(public - set(dir(platform)))
+    assert platform.system() == stdlib.system() and platform.system()
+    assert platform.machine() == stdlib.machine()
+    assert platform.python_version() == stdlib.python_version()
+    assert tuple(platform.uname()) == tuple(stdlib.uname())
+
+
+def test_stdlib_callers_import_from_repo_root(repo_root, run_env):
+    code = textwrap.dedent("""
+        import platform, uuid, ray, torch
+        assert hasattr(platform, "__path__"), platform
+        print(uuid.uuid4().hex, platform.system(), platform.uname().machine, torch.__version__,
+              ray.__version__)
+    """)
+    res = _run([sys.executable, "-c", code], repo_root, run_env())
+    assert res.returncode == 0, res.stderr
+    hexid, system, *_ = res.stdout.split()
+    assert len(hexid) == 32 and system == platform.system()
+
+
+def test_uname_pickle_loads_in_a_stdlib_only_process(tmp_path, run_env):
+    blob = tmp_path / "uname.pkl"
+    blob.write_bytes(pickle.dumps(platform.uname()))
+    assert type(platform.uname()).__module__ == "platform"
+    code = ("import pickle, sys, platform; assert not hasattr(platform, '__path__'); "
+            "u = pickle.load(open(sys.argv[1], 'rb')); "
+            "assert type(u) is platform.uname_result, type(u); print(u.system, u.machine)")
+    env = {k: v for k, v in run_env().items() if k != "PYTHONPATH"}
+    res = _run([sys.executable, "-c", code, str(blob)], tmp_path, env)  # cwd outside the repo
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == [platform.uname().system, platform.uname().machine]
+    # ...and back: a stdlib pickle loads here.
+    out = subprocess.run([sys.executable, "-c", "import pickle, platform, sys; "
+                          "sys.stdout.buffer.write(pickle.dumps(platform.uname()))"],
+                         cwd=tmp_path, env=env, capture_output=True, timeout=60)
+    assert out.returncode == 0
+    assert pickle.loads(out.stdout) == platform.uname()
+
+
+@pytest.mark.parametrize("runner", ["pytest", "python -m pytest"])
+def test_plain_pytest_and_python_m_pytest(repo_root, run_env, runner):
+    # A dot-dir inside the repo: the root conftest applies, normal collection skips it.
+    probe_dir = repo_root / f".shadow_probe_{os.getpid()}_{runner.split()[-1]}_{len(runner)}"
+    probe_dir.mkdir()
+    try:
+        (probe_dir / "test_probe.py").write_text(textwrap.dedent("""
+            import platform, uuid
+
+            def test_probe():
+                assert hasattr(platform, "__path__")
+                from platform.registry import Registry
+                assert Registry("x").names() == []
+                assert platform.system() and uuid.uuid4()
+        """))
+        cmd = ([str(Path(sys.executable).parent / "pytest")] if runner == "pytest"
+               else [sys.executable, "-m", "pytest"])
+        env = run_env()
+        env.pop("PYTHONPATH", None)  # the root conftest / python -m must do the work
+        res = _run(cmd + ["-q", "-p", "no:cacheprovider", str(probe_dir / "test_probe.py")],
+                   repo_root, env)
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert "1 passed" in res.stdout
+    finally:
+        shutil.rmtree(probe_dir, ignore_errors=True)
+
+
+def test_train_help_lists_algorithms(repo_root, run_env):
+    env = run_env()
+    env.pop("PYTHONPATH", None)
+    res = _run([sys.executable, "-m", "platform.train", "--help"], repo_root, env)
+    assert res.returncode == 0, res.stderr
+    for name in ("group-robust-ppo", "ppo", "fairgrpo"):
+        assert f"  {name} " in res.stdout
+    res = _run([sys.executable, "-m", "platform.train", "group-robust-ppo", "--help"], repo_root, env)
+    assert res.returncode == 0, res.stderr
+    assert "--lambda" in res.stdout and "--scenario" in res.stdout and "robust_mode" in res.stdout
+
+
+def test_ray_workers_resolve_platform(ray_session):
+    import ray
+
+    @ray.remote
+    def probe():
+        import pickle as p
+
+        import platform as pf
+        from platform.registry import Registry
+
+        return hasattr(pf, "__path__"), pf.system(), Registry.__module__, p.dumps(pf.uname())
+
+    is_pkg, system, module, blob = ray.get(probe.remote(), timeout=120)
+    assert is_pkg and system == platform.system() and module == "platform.registry"
+    assert pickle.loads(blob) == platform.uname()
+    # and objects of the package travel to workers and back
+    assert ray.get(ray.put(platform.uname()), timeout=60) == platform.uname()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_nothing_lands_in_home(repo_root, run_env, tmp_path):
+    """Ray, a Tune run and an RLlib algorithm from the repo with HOME at an empty dir."""
+    home = tmp_path / "home"
+    home.mkdir()
+    code = textwrap.dedent("""
+        import os, sys
+        from platform.cluster import init_ray, storage_root
+        init_ray(num_cpus=1, object_store_memory=100 * 1024**2)
+        import ray
+        from ray import tune
+        def trainable(config):
+            tune.report({"score": config["x"] * 2})
+        res = tune.Tuner(trainable, param_space={"x": tune.grid_search([1, 2])},
+                         run_config=tune.RunConfig(storage_path=str(storage_root()), name="hyg",
+                                                   verbose=0)).fit()
+        assert sorted(r.metrics["score"] for r in res) == [2, 4], res
+        assert ray.get(ray.remote(lambda: 1).remote()) == 1
+        from ray.rllib.algorithms.ppo import PPOConfig
+        from algorithms.rllib_adapter import build_algo
+        cfg = (PPOConfig().environment("CartPole-v1").env_runners(num_env_runners=0)
+               .training(train_batch_size_per_learner=64, minibatch_size=32, num_epochs=1))
+        algo = build_algo(cfg, storage_root(), "hyg-rllib")
+        assert algo.train()["training_iteration"] == 1
+        algo.stop()
+        ray.shutdown()
+        print("ok", storage_root())
+    """)
+    storage = tmp_path / "storage"
+    env = run_env(HOME=str(home), EQUIRL_STORAGE=str(storage))
+    for key in ("RAY_USAGE_STATS_ENABLED", "RAY_AUTH_MODE", "RAY_AIR_LOCAL_CACHE_DIR",
+                "TUNE_RESULT_DIR"):
+        env.pop(key, None)  # init_ray must set them itself
+    res = _run([sys.executable, "-c", code], repo_root, env, timeout=240)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-4000:]
+    assert (storage / "hyg").is_dir()
+    assert not (home / ".ray").exists(), list((home / ".ray").rglob("*"))
+    assert not (home / "ray_results").exists()
