@@ -167,6 +167,8 @@ class HospitalConfig:
     """hour of the day with the highest arrival rate"""
     transport_hours: float = 0.5
     """transport time to the receiving hospital on transfer out"""
+    turnaround_cap_hours: float = 24.0
+    """diagnostic turnaround is capped here (the data's elderly tail is long; medians unaffected)"""
     los_base_hours: float = 36.0
     """median length of stay of a routine adult (scaled by calibrated severity / age ratios)"""
     los_pediatric_ratio: float = 0.8
@@ -213,9 +215,10 @@ class HospitalConfig:
                 f"unknown attribute {p!r}; allowed: {', '.join(ATTRIBUTES)} or '+' intersections",
             )
         require(len(set(parts)) == len(parts), "group_key", "an attribute appears twice")
-        require(self.arrival_rate > 0, "arrival_rate", "must be > 0 (patients per hour)")
+        require(self.arrival_rate >= 1e-3, "arrival_rate", "must be >= 0.001 (patients per hour)")
         require(0 <= self.daily_amplitude < 1, "daily_amplitude", "must be in [0, 1)")
         require(self.transport_hours >= 0, "transport_hours", "must be >= 0")
+        require(self.turnaround_cap_hours > 0, "turnaround_cap_hours", "must be > 0")
         require(self.los_base_hours > 0, "los_base_hours", "must be > 0")
         require(self.los_pediatric_ratio > 0, "los_pediatric_ratio", "must be > 0")
         require(self.equipment >= 0, "equipment", "must be >= 0")
@@ -229,7 +232,11 @@ class HospitalConfig:
         require(len(self.bed_cost_per_hour) == 3, "bed_cost_per_hour", "needs 3 values")
         require(min(self.bed_cost_per_hour) >= 0, "bed_cost_per_hour", "must be >= 0")
         require(self.transfer_cost >= 0, "transfer_cost", "must be >= 0")
-        require(self.surge_per_day >= 0, "surge_per_day", "must be >= 0")
+        require(
+            self.surge_per_day == 0 or self.surge_per_day >= 1e-3,
+            "surge_per_day",
+            "must be 0 (no surges) or >= 0.001",
+        )
         require(self.surge_hours > 0, "surge_hours", "must be > 0")
         require(self.surge_arrival_mult >= 1, "surge_arrival_mult", "must be >= 1")
         require(0 < self.surge_capacity_mult <= 1, "surge_capacity_mult", "must be in (0, 1]")

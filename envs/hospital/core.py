@@ -88,6 +88,13 @@ class HospitalCore:
         E = cfg.equipment
         self._equip_offset = np.arange(E) * cfg.maintenance_every_hours / max(E, 1)
         self.obs_dim = 26 + 6 * self.G
+        self._ar = np.arange(num)
+        self._eye3, self._eye3i = np.eye(3), np.eye(3, dtype=np.int64)
+        self._age_cut = np.cumsum([cfg.age_mix.pediatric, cfg.age_mix.adult])
+        self._ins_cut = np.cumsum([cfg.insurance_mix.private, cfg.insurance_mix.public])
+        self._sev_cut = np.cumsum([cfg.severity_mix.routine, cfg.severity_mix.urgent])
+        self._zeros_b = np.zeros(num)
+        self._inv_beds = 1.0 / np.maximum(self.beds, 1)
         self.rngs: list[np.random.Generator | None] = [None] * num
         self._alloc()
 
@@ -193,21 +200,17 @@ class HospitalCore:
         """Create the next patient in hospitals ``idx`` (u: (n, KU), z: (n, 2)), now ready."""
         cfg = self.cfg
         pid = np.minimum(self.n_pat[idx], self.P - 1)
-        age = np.searchsorted(
-            np.cumsum([cfg.age_mix.pediatric, cfg.age_mix.adult]), u[:, _U_AGE], side="right"
-        )
+        age = np.searchsorted(self._age_cut, u[:, _U_AGE], side="right")
         sex = (u[:, _U_SEX] >= cfg.female_share).astype(np.int64)  # 0 female, 1 male
-        ins = np.searchsorted(
-            np.cumsum([cfg.insurance_mix.private, cfg.insurance_mix.public]),
-            u[:, _U_INS],
-            side="right",
-        )
-        sm = cfg.severity_mix
-        sev = np.searchsorted(np.cumsum([sm.routine, sm.urgent]), u[:, _U_SEV], side="right")
+        ins = np.searchsorted(self._ins_cut, u[:, _U_INS], side="right")
+        sev = np.searchsorted(self._sev_cut, u[:, _U_SEV], side="right")
         attrs = {"age_group": age, "sex": sex, "insurance": ins}
         group = sum(attrs[a] * m for a, m in self._group_mult.items())
-        tat = np.exp(
-            self.tables["tat_log_median"][age] + self.tables["tat_sigma"][age] * z[:, _Z_TAT]
+        tat = np.minimum(
+            np.exp(
+                self.tables["tat_log_median"][age] + self.tables["tat_sigma"][age] * z[:, _Z_TAT]
+            ),
+            cfg.turnaround_cap_hours,
         )
         t = self.t[idx]
         p = self.p
@@ -240,7 +243,7 @@ class HospitalCore:
             np.mod(self.t[:, None] + self._equip_offset, cfg.maintenance_every_hours)
             < cfg.maintenance_hours
         )
-        up = cfg.equipment - down.sum(1)
+        up = self.equip_up = cfg.equipment - down.sum(1)
         cap[:, 1] = np.minimum(cap[:, 1], up)
         return cap.astype(np.int64)
 
@@ -282,6 +285,7 @@ class HospitalCore:
         if active is None:
             active = np.ones(self.B, bool)
         u, z = self._draws(active)
+        self._z = z
         out = self._decide(np.asarray(action, np.int64), u, z)
         out["reward"] += self._advance(u, z)
         self.decisions += 1
@@ -372,7 +376,7 @@ class HospitalCore:
             "transferred": transfer,
             "invalid": invalid,
             "wait": wait,
-            "occupancy": occ + np.eye(3, dtype=np.int64)[k] * admit[:, None],
+            "occupancy": occ + self._eye3i[k] * admit[:, None],
             "capacity": cap,
         }
 
@@ -380,7 +384,7 @@ class HospitalCore:
         """Move each hospital to its next decision; return the reward accrued meanwhile."""
         cfg, rw, p = self.cfg, self.cfg.rewards, self.p
         B = self.B
-        ar = np.arange(B)
+        ar = self._ar
         qarg = self.q_next.argmin(1)
         qn = self.q_next[ar, qarg]
         from_q = qn < self.next_arrival
@@ -401,6 +405,9 @@ class HospitalCore:
         self.release[out], self.bed_pid[out], self.bed_dies[out] = np.inf, -2, False
         # the queue: waiting cost, deterioration, deaths
         waiting = self.q_pid >= 0
+        if not waiting.any():
+            self._after_queue(t_new, u, from_q, qarg)
+            return -rw.wait_per_hour * self._zeros_b
         qp = np.maximum(self.q_pid, 0)
         qsev = p["sev"][ar[:, None], qp]
         wait_cost = (np.where(waiting, SEVERITY_WEIGHT[qsev], 0.0).sum(1)) * dt
@@ -420,6 +427,14 @@ class HospitalCore:
         n_det, n_dead = det.sum(1), dies.sum(1)
         self.count["deteriorated"] += n_det
         self.count["died"] += n_dead
+        self._after_queue(t_new, u, from_q, qarg)
+        return -rw.deterioration * n_det - rw.death * n_dead - rw.wait_per_hour * wait_cost
+
+    def _after_queue(
+        self, t_new: np.ndarray, u: np.ndarray, from_q: np.ndarray, qarg: np.ndarray
+    ) -> None:
+        """Surge transitions, the clock, and the next decision's patient."""
+        cfg = self.cfg
         # surge events
         rate = cfg.surge_per_day / 24.0
         if rate > 0:
@@ -435,57 +450,53 @@ class HospitalCore:
         self.cur_pid[iq], self.cur_slot[iq] = self.q_pid[iq, qarg[iq]], qarg[iq]
         ia = np.flatnonzero(~from_q)
         if ia.size:
-            self._new_patients(ia, u[ia], z[ia])
+            self._new_patients(ia, u[ia], self._z[ia])
         self._refresh()
-        return -rw.deterioration * n_det - rw.death * n_dead - rw.wait_per_hour * wait_cost
 
     # ------------------------------------------------------------------ observation
     def observe(self) -> np.ndarray:
         """Normalised observation, (B, 26 + 6G) float32; layout in the env docstring."""
         B, G, p = self.B, self.G, self.p
-        ar = np.arange(B)
+        ar = self._ar
         pid = self.cur_pid
         sev, age = p["sev"][ar, pid], p["age"][ar, pid]
-        eye3 = np.eye(3)
+        eye3 = self._eye3
         wait = self.t - p["arrival"][ar, pid]
         waiting = self.q_pid >= 0
-        qp = np.maximum(self.q_pid, 0)
-        key = (p["sev"][ar[:, None], qp] * G + p["group"][ar[:, None], qp]) + (ar * 3 * G)[:, None]
-        key = key[waiting]
-        qwait = (self.t[:, None] - p["arrival"][ar[:, None], qp])[waiting]
-        n = np.bincount(key, minlength=B * 3 * G).reshape(B, 3 * G)
-        w = np.bincount(key, weights=qwait, minlength=B * 3 * G).reshape(B, 3 * G)
-        mean_wait = np.minimum(w / np.maximum(n, 1) / 24.0, 1.0)
-        beds = np.maximum(self.beds, 1)
+        if waiting.any():
+            bi, si = np.nonzero(waiting)
+            qp = self.q_pid[bi, si]
+            key = p["sev"][bi, qp] * G + p["group"][bi, qp] + bi * (3 * G)
+            n = np.bincount(key, minlength=B * 3 * G).reshape(B, 3 * G)
+            qwait = self.t[bi] - p["arrival"][bi, qp]
+            w = np.bincount(key, weights=qwait, minlength=B * 3 * G).reshape(B, 3 * G)
+            mean_wait = np.minimum(w / np.maximum(n, 1) / 24.0, 1.0)
+        else:
+            n = mean_wait = np.zeros((B, 3 * G))
+        cfg, q3 = self.cfg, 12 + 3 * G
         cap, occ, on = self.cap, self.occ, self.on_shift
-        need = occ @ STAFF_PER_BED
+        obs = np.empty((B, self.obs_dim), np.float32)
+        obs[:, 0:3] = eye3[sev]
+        obs[:, 3] = p["acuity"][ar, pid]
+        obs[:, 4:7] = eye3[age]
+        obs[:, 7] = p["sex"][ar, pid] == 0
+        obs[:, 8:11] = eye3[p["ins"][ar, pid]]
+        obs[:, 11] = np.minimum(wait * (1 / 24.0), 1.0)
+        obs[:, 12:q3] = n * (1.0 / cfg.queue_capacity)
+        obs[:, q3 : q3 + 3 * G] = mean_wait
+        r = q3 + 3 * G
+        obs[:, r : r + 3] = np.minimum(occ * self._inv_beds, 1.0)
+        obs[:, r + 3 : r + 6] = cap * self._inv_beds
+        obs[:, r + 6] = self.equip_up * (1.0 / max(cfg.equipment, 1))
+        obs[:, r + 7] = on * (1.0 / cfg.staff)
+        obs[:, r + 8] = np.minimum(occ @ STAFF_PER_BED / np.maximum(on, 1e-9), 2.0) * 0.5
         h = np.mod(self.t, 24.0) * (2 * np.pi / 24)
-        cfg = self.cfg
-        equip = (cap[:, 1] / max(cfg.equipment, 1)) if cfg.equipment else np.zeros(B)
-        obs = np.concatenate(
-            [
-                eye3[sev],
-                p["acuity"][ar, pid][:, None],
-                eye3[age],
-                (p["sex"][ar, pid] == 0)[:, None],
-                eye3[p["ins"][ar, pid]],
-                np.minimum(wait / 24.0, 1.0)[:, None],
-                n / cfg.queue_capacity,
-                mean_wait,
-                np.minimum(occ / beds, 1.0),
-                cap / beds,
-                np.minimum(equip, 1.0)[:, None],
-                (on / cfg.staff)[:, None],
-                (np.minimum(need / np.maximum(on, 1e-9), 2.0) / 2)[:, None],
-                ((np.sin(h) + 1) / 2)[:, None],
-                ((np.cos(h) + 1) / 2)[:, None],
-                np.minimum(np.maximum(self.budget_left / cfg.budget, 0.0), 1.0)[:, None],
-                self.surge[:, None],
-                np.minimum(self.decisions / cfg.max_decisions, 1.0)[:, None],
-            ],
-            axis=1,
-        )
-        return obs.astype(np.float32)
+        obs[:, r + 9] = (np.sin(h) + 1) * 0.5
+        obs[:, r + 10] = (np.cos(h) + 1) * 0.5
+        obs[:, r + 11] = np.minimum(np.maximum(self.budget_left * (1.0 / cfg.budget), 0.0), 1.0)
+        obs[:, r + 12] = self.surge
+        obs[:, r + 13] = np.minimum(self.decisions * (1.0 / cfg.max_decisions), 1.0)
+        return obs
 
     # ------------------------------------------------------------------ episode log
     def episode_log(self, b: int) -> dict:
