@@ -251,3 +251,15 @@ def suppressed_token_ids(tokenizer: Any) -> list[int]:
 def _added_special_ids(tokenizer: Any) -> set[int]:
     decoder = getattr(tokenizer, "added_tokens_decoder", {}) or {}
     return {int(i) for i, tok in decoder.items() if getattr(tok, "special", False)}
+
+
+def letter_token_ids(tokenizer: Any) -> list[int]:
+    """Ids of the single-letter tokens "A".."Z" that exist as one token in the vocabulary."""
+    vocab = tokenizer.get_vocab()
+    return [vocab[c] for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZ" if c in vocab]
+
+
+def all_but(tokenizer: Any, allowed: list[int]) -> list[int]:
+    """Every token id except ``allowed`` (a suppress list that leaves only ``allowed``)."""
+    keep = set(allowed)
+    return [i for i in range(len(tokenizer)) if i not in keep]

@@ -130,7 +130,10 @@ class HFBackend:
     """Hugging Face ``generate`` on CPU or one GPU: sampling logprobs from the processed scores."""
 
     def __init__(self, model_path: str, device: str = "cpu", dtype: str = "float32",
-                 torch_threads: int | None = 1):
+                 torch_threads: int | None = 1, answer_only: bool = False):
+        """``answer_only``: sample only single option letters (A-Z) and stop tokens, so a tiny
+        random model can produce parseable answers from step one (an honest constraint of
+        tiny-model runs, off by default)."""
         import torch
 
         from platform.clinical import models
@@ -144,6 +147,9 @@ class HFBackend:
         self.is_vlm = hasattr(self.processor, "image_processor")
         self.stop_ids = models.stop_token_ids(self.tokenizer)
         self.suppress_ids = models.suppressed_token_ids(self.tokenizer)
+        if answer_only:
+            self.suppress_ids = models.all_but(self.tokenizer, models.letter_token_ids(self.tokenizer)
+                                               + self.stop_ids)
 
     # -- encoding ---------------------------------------------------------------------------
     def _chat_text(self, messages: list[dict], with_image: bool) -> str:
@@ -287,9 +293,8 @@ class RolloutPool:
     _weights_ref: Any = field(default=None, init=False)
     _version: int = field(default=-1, init=False)
 
-    def start(self) -> RolloutPool:
-        import ray
-
+    def start(self, wait: bool = True) -> RolloutPool:
+        """Create the actors; ``wait=False`` returns at once (call :meth:`wait_ready`)."""
         cls = make_worker_class()
         self.workers = [
             cls.options(num_cpus=self.num_cpus, num_gpus=self.num_gpus,
@@ -297,8 +302,14 @@ class RolloutPool:
                         name=None).remote(self.backend, self.backend_kwargs)
             for _ in range(self.num_workers)
         ]
-        ray.get([w.version.remote() for w in self.workers], timeout=self.timeout_s)
+        if wait:
+            self.wait_ready()
         return self
+
+    def wait_ready(self) -> None:
+        import ray
+
+        ray.get([w.version.remote() for w in self.workers], timeout=self.timeout_s)
 
     def load_weights(self, named_tensors: list[tuple[str, Any]], version: int) -> None:
         import ray

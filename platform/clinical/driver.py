@@ -1,0 +1,302 @@
+"""The clinical GRPO driver: one loop of named, timed stages.
+
+    rollout -> reward -> advantage -> update -> sync -> evaluate (-> checkpoint)
+
+:class:`Pipeline` owns the pieces (data, reward function, advantage estimator + state, rollout
+pool, learner group) and has one method per stage; :func:`train` is the loop. The estimator is
+chosen by name (``fairgrpo`` -> ``fair_grpo``, ...; ``grpo-resample`` also swaps the data order
+for ``algorithms.sampling.balanced_indices``), so every clinical algorithm is this one driver.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from platform.clinical.config import ClinicalConfig
+from platform.errors import UsageError
+from platform.registry import RegistryError
+
+STAGES = ("rollout", "reward", "advantage", "update", "sync", "evaluate", "checkpoint")
+INVALID = "(invalid)"  # evaluation label for an unparseable answer
+
+
+@dataclass
+class DataCursor:
+    """Position in the training data: epoch + cursor into that epoch's order.
+
+    The order of epoch e is a pure function of ``(seed, e)`` (a permutation, or balanced
+    oversampling per data source for ``grpo-resample``), so ``(epoch, cursor)`` restores it.
+    """
+
+    n: int
+    seed: int
+    sampler: str = "shuffle"
+    data_source: list[str] = field(default_factory=list)
+    group: list[str] = field(default_factory=list)
+    epoch: int = 0
+    cursor: int = 0
+    _cache: tuple[int, np.ndarray] | None = field(default=None, repr=False)
+
+    def order(self, epoch: int) -> np.ndarray:
+        if self._cache is None or self._cache[0] != epoch:
+            rng = np.random.default_rng([self.seed, epoch, 17])
+            if self.sampler == "balanced":
+                from algorithms.sampling import balanced_indices
+
+                order = np.asarray(balanced_indices(self.data_source, self.group, rng))
+            else:
+                order = rng.permutation(self.n)
+            self._cache = (epoch, order)
+        return self._cache[1]
+
+    def next(self, k: int) -> list[int]:
+        """The next ``k`` row indices (crossing into the next epoch when one ends)."""
+        out: list[int] = []
+        while len(out) < k:
+            order = self.order(self.epoch)
+            take = order[self.cursor: self.cursor + k - len(out)]
+            out.extend(int(i) for i in take)
+            self.cursor += len(take)
+            if self.cursor >= len(order):
+                self.epoch, self.cursor = self.epoch + 1, 0
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "cursor": self.cursor, "seed": self.seed, "sampler": self.sampler}
+
+    def load_state_dict(self, d: dict[str, Any]) -> None:
+        if d["seed"] != self.seed or d["sampler"] != self.sampler:
+            raise UsageError(f"--resume: checkpoint has seed {d['seed']}/sampler {d['sampler']}, "
+                             f"config has {self.seed}/{self.sampler}")
+        self.epoch, self.cursor, self._cache = int(d["epoch"]), int(d["cursor"]), None
+
+
+@contextlib.contextmanager
+def timed(times: dict[str, float], stage: str) -> Iterator[None]:
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        times[f"time/{stage}"] = times.get(f"time/{stage}", 0.0) + time.perf_counter() - start
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def row_image(row: dict) -> bytes | None:
+    """Encoded image bytes of a dataset row (file paths are read and re-encoded as PNG)."""
+    data = row.get("image")
+    if isinstance(data, (bytes, bytearray)) and data:
+        return bytes(data)
+    if not row.get("image_path"):
+        return None
+    from envs.clinical.dataset import load_image
+
+    from platform.clinical.learner import image_bytes
+
+    return image_bytes(load_image(row))
+
+
+class Pipeline:
+    """Everything a step needs; one method per stage (each a thin call into its owner)."""
+
+    def __init__(self, cfg: ClinicalConfig):
+        from algorithms.advantages import get_estimator
+        from envs.clinical import dataset, synth
+        from envs.clinical.rewards import REWARDS
+
+        from platform.clinical import models
+
+        self.cfg = cfg
+        self.model_path = str(models.resolve_model_path(cfg.model.path))
+        data_path = cfg.data.path or str(synth.default_dataset_path())
+        self.train_df = dataset.load_dataset(data_path, "train")
+        self.eval_df = dataset.load_dataset(data_path, cfg.data.eval_split)
+        attrs = cfg.data.group_attributes
+        self.train_groups = dataset.group_keys(self.train_df, attrs).tolist()
+        self.eval_groups = dataset.group_keys(self.eval_df, attrs).tolist()
+        try:
+            self.reward_fn = REWARDS.get(cfg.reward.name)(**cfg.reward.kwargs)
+            self.estimator = get_estimator(cfg.estimator, **cfg.advantage.kwargs)
+        except RegistryError as exc:
+            raise UsageError(f"{'reward.name' if 'reward' in str(exc) else 'advantage.estimator'}: {exc}") from None
+        except TypeError as exc:
+            raise UsageError(f"reward.kwargs: {exc}") from None
+        self.est_state = self.estimator.init_state()
+        self.cursor = DataCursor(len(self.train_df), cfg.seed, cfg.sampler,
+                                 self.train_df["data_source"].astype(str).tolist(), self.train_groups)
+        k = cfg.data.eval_prompts or len(self.eval_df)
+        rng = np.random.default_rng(12345)  # same held-out prompts for every seed and algorithm
+        self.eval_idx = sorted(rng.choice(len(self.eval_df), size=min(k, len(self.eval_df)), replace=False))
+        self.pool = self.learners = None
+        self.weights_version = 0
+
+    # -- Ray actors -------------------------------------------------------------------------
+    def start(self) -> None:
+        from platform.clinical.learner import LearnerGroup, ensure_comm_extension
+        from platform.clinical.rollout import RolloutPool
+
+        r, lc = self.cfg.rollout, self.cfg.learner
+        ensure_comm_extension()
+        backend_kwargs: dict[str, Any] = {"model_path": self.model_path}
+        if r.backend == "hf":
+            backend_kwargs.update(dtype=self.cfg.model.dtype, answer_only=r.answer_only)
+        self.pool = RolloutPool(r.backend, backend_kwargs, r.num_workers, r.num_cpus, r.num_gpus,
+                                r.max_restarts, r.timeout_s).start(wait=False)
+        self.learners = LearnerGroup(self.model_path, lc, r.temperature, self.cfg.seed,
+                                     self.cfg.model.dtype, free_port())
+        self.pool.wait_ready()
+
+    def stop(self) -> None:
+        for part in (self.pool, self.learners):
+            if part is not None:
+                part.shutdown()
+
+    # -- stages -----------------------------------------------------------------------------
+    def request(self, df, idx: list[int], n: int, temperature: float, seed: int):
+        from envs.clinical.prompts import build_messages
+
+        from platform.clinical.rollout import GenerationRequest
+
+        rows = [df.iloc[i].to_dict() for i in idx]
+        return rows, GenerationRequest(
+            prompts=[build_messages(r) for r in rows], images=[row_image(r) for r in rows], n=n,
+            temperature=temperature, top_p=self.cfg.rollout.top_p if temperature > 0 else 1.0,
+            max_new_tokens=self.cfg.rollout.max_new_tokens, seed=seed)
+
+    def rollout(self, step: int):
+        idx = self.cursor.next(self.cfg.data.prompts_per_step)
+        rows, req = self.request(self.train_df, idx, self.cfg.rollout.group_size,
+                                 self.cfg.rollout.temperature, seed=self.cfg.seed * 100_003 + step)
+        return idx, rows, self.pool.generate(req)
+
+    def reward(self, rows: list[dict], result) -> np.ndarray:
+        """Rewards ``(P*G,)`` in prompt-major order."""
+        completions = [t for texts in result.texts for t in texts]
+        samples = [row for row, texts in zip(rows, result.texts) for _ in texts]
+        return np.asarray(self.reward_fn(completions, samples), dtype=np.float64)
+
+    def advantage(self, idx: list[int], rows: list[dict], result, rewards: np.ndarray):
+        from algorithms.advantages import PromptMeta
+
+        prompt_index = np.repeat(np.arange(len(rows)), [len(t) for t in result.texts])
+        meta = PromptMeta(
+            data_source=[str(r["data_source"]) for r in rows],
+            group=[self.train_groups[i] for i in idx],
+            prompt_id=[str(r["id"]) for r in rows],
+            true_group=[r.get("true_group") for r in rows] if "true_group" in self.train_df else None)
+        return self.estimator(rewards, prompt_index, meta, self.est_state), prompt_index
+
+    def update(self, idx: list[int], rows: list[dict], result, advantages: np.ndarray, prompt_index):
+        from platform.clinical.learner import TrainBatch
+
+        names = sorted(set(self.train_groups))
+        images = [row_image(r) for r in rows]
+        batch = TrainBatch(
+            prompt_ids=[result.prompt_token_ids[p] for p in prompt_index],
+            completion_ids=[ids for per in result.token_ids for ids in per],
+            advantages=[float(a) for a in advantages],
+            images=[images[p] for p in prompt_index],
+            groups=[names.index(self.train_groups[idx[p]]) for p in prompt_index])
+        return self.learners.update(batch)
+
+    def sync(self, step: int) -> None:
+        self.pool.load_weights(self.learners.full_weights(), version=step)
+
+    def evaluate(self, step: int) -> dict[str, float]:
+        """Greedy answers on the held-out prompts -> per-group clinical fairness metrics."""
+        import pandas as pd
+        from algorithms.clinical_metrics import clinical_fairness_report
+        from envs.clinical.rewards import parse_choice
+
+        rows, req = self.request(self.eval_df, self.eval_idx, 1, self.cfg.rollout.eval_temperature,
+                                 seed=self.cfg.seed * 100_003 + step)
+        result = self.pool.generate(req)
+        y_true, y_pred = [], []
+        for row, texts in zip(rows, result.texts):
+            opts = [str(o) for o in row["options"]]
+            k = parse_choice(texts[0], opts)
+            y_true.append(str(row["answer"]))
+            y_pred.append(opts[k] if k is not None else INVALID)
+        groups = [self.eval_groups[i] for i in self.eval_idx]
+        known = [g != "unknown" for g in groups]
+        out = {"eval/accuracy": float(np.mean([t == p for t, p in zip(y_true, y_pred)])),
+               "eval/invalid_rate": float(np.mean([p == INVALID for p in y_pred]))}
+        if sum(known) >= 2:
+            attr = "&".join(self.cfg.data.group_attributes)
+            labels = sorted({str(o) for r in rows for o in r["options"]} | {INVALID})
+            report = clinical_fairness_report(
+                np.array(y_true)[known], np.array(y_pred)[known],
+                pd.DataFrame({attr: np.array(groups, dtype=object)[known]}), labels=labels,
+                dataset=np.array([str(r["data_source"]) for r in rows])[known],
+                min_group_size=self.cfg.eval_min_group_size, average="macro")
+            out.update(report.metrics())
+        return out
+
+    # -- state ------------------------------------------------------------------------------
+    def state_dict(self, step: int, run_id: str) -> dict[str, Any]:
+        return {"step": step, "run_id": run_id, "data": self.cursor.state_dict(),
+                "estimator": self.est_state.state_dict(), "estimator_name": self.cfg.estimator,
+                "algorithm": self.cfg.algorithm}
+
+    def load_state_dict(self, d: dict[str, Any]) -> None:
+        if d["estimator_name"] != self.cfg.estimator:
+            raise UsageError(f"--resume: checkpoint used estimator {d['estimator_name']!r}, "
+                             f"config says {self.cfg.estimator!r}")
+        self.cursor.load_state_dict(d["data"])
+        self.est_state.load_state_dict(d["estimator"])
+
+
+def train(pipe: Pipeline, start_step: int, run_id: str, ckpt_root: str) -> dict[str, float]:
+    """The loop: ``cfg.iterations`` steps after ``start_step``; returns the last step's metrics."""
+    from platform import tracking
+    from platform.clinical import checkpoint
+
+    cfg, metrics = pipe.cfg, {}
+    for step in range(start_step + 1, cfg.iterations + 1):
+        times: dict[str, float] = {}
+        t0 = time.perf_counter()
+        with timed(times, "rollout"):
+            idx, rows, result = pipe.rollout(step)
+        with timed(times, "reward"):
+            rewards = pipe.reward(rows, result)
+        with timed(times, "advantage"):
+            adv, prompt_index = pipe.advantage(idx, rows, result, rewards)
+        with timed(times, "update"):
+            learner_metrics = pipe.update(idx, rows, result, adv.advantages, prompt_index)
+        with timed(times, "sync"):
+            pipe.sync(step)
+        eval_metrics: dict[str, float] = {}
+        if step == cfg.iterations or (cfg.eval_every and step % cfg.eval_every == 0):
+            with timed(times, "evaluate"):
+                eval_metrics = pipe.evaluate(step)
+        if step == cfg.iterations or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0):
+            with timed(times, "checkpoint"):
+                checkpoint.save(ckpt_root, step, pipe.learners, pipe.state_dict(step, run_id))
+        times["time/step"] = time.perf_counter() - t0
+        metrics = {
+            "reward/mean": float(rewards.mean()), "reward/std": float(rewards.std()),
+            **group_rewards(rewards, [pipe.train_groups[idx[p]] for p in prompt_index]),
+            **times, "throughput/tokens_per_s": result.num_generated_tokens / max(times["time/rollout"], 1e-9),
+            "throughput/steps_per_s": 1.0 / times["time/step"],
+            "rollout/restarts": float(pipe.pool.restarts), "data/epoch": float(pipe.cursor.epoch),
+            **{f"advantage/{k}": v for k, v in adv.diagnostics.items()}, **learner_metrics, **eval_metrics,
+        }
+        tracking.log_metrics(metrics, step=step)
+    return metrics
+
+
+def group_rewards(rewards: np.ndarray, groups: list[str]) -> dict[str, float]:
+    """Mean training reward per group: ``reward/by_group/<group>``."""
+    keys = np.asarray(groups, dtype=object)
+    return {f"reward/by_group/{g}": float(rewards[keys == g].mean()) for g in sorted(set(groups))}

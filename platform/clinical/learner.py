@@ -1,0 +1,423 @@
+"""DeepSpeed ZeRO-2/3 learner actors: PPO-clip on token log-probs, optional KL to a reference.
+
+Each learner is a Ray actor (:class:`LearnerGroup` starts ``num_learners`` of them) that sets
+MASTER_ADDR/MASTER_PORT/RANK/WORLD_SIZE/LOCAL_RANK, calls
+``deepspeed.init_distributed(dist_backend="gloo")`` (NCCL on GPUs) and wraps the policy with
+``deepspeed.initialize``. Every collective (update steps, ZeRO-3 gathers, checkpoints) is sent
+to all ranks together and awaited with a timeout (a call on one rank alone would hang).
+
+Loss per completion i with tokens t (Schulman et al. 2017, PPO; GRPO, Shao et al. 2024)::
+
+    ratio_t = exp(logp_t - old_logp_t)
+    l_i     = mean_t max(-A_i ratio_t, -A_i clip(ratio_t, 1-eps, 1+eps)) + kl_coef * mean_t k3_t
+    k3_t    = exp(ref_t - logp_t) - (ref_t - logp_t) - 1            (Schulman's k3 estimator)
+    loss    = mean_i l_i over the whole global batch
+
+log-probs are of ``logits / temperature`` (the sampling distribution). With ``ppo_epochs=1``
+the single optimizer step sees the pre-update policy, so ``old_logp = logp.detach()``; with
+more epochs old log-probs are computed once, before the first step. Gradient accumulation over
+``grad_accum`` micro-batches per rank and clipping to ``max_grad_norm`` are DeepSpeed's.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from platform.cluster import REPO_ROOT
+
+TORCH_EXTENSIONS_DIR = REPO_ROOT / ".cache" / "torch_extensions"
+
+
+@dataclass
+class TrainBatch:
+    """One sample per completion (keys named once; the driver builds it, learners shard it)."""
+
+    prompt_ids: list[list[int]]
+    completion_ids: list[list[int]]
+    advantages: list[float]
+    images: list[bytes | None]
+    groups: list[int] = field(default_factory=list)
+    """Integer group id per completion (FairGrad objectives); empty if unused."""
+
+    def __len__(self) -> int:
+        return len(self.completion_ids)
+
+    def take(self, idx: list[int]) -> TrainBatch:
+        return TrainBatch(
+            prompt_ids=[self.prompt_ids[i] for i in idx],
+            completion_ids=[self.completion_ids[i] for i in idx],
+            advantages=[self.advantages[i] for i in idx],
+            images=[self.images[i] for i in idx],
+            groups=[self.groups[i] for i in idx] if self.groups else [],
+        )
+
+
+def shard_batch(batch: TrainBatch, world: int, accum: int) -> list[list[list[int] | None]]:
+    """Indices per rank per micro-batch: ``[rank][micro] -> list[int]`` (round robin).
+
+    Every rank gets exactly ``accum`` micro-batches (collectives need the same call count);
+    a micro-batch without samples is ``[]`` (the learner runs it with zero weight).
+    """
+    out: list[list[list[int]]] = [[[] for _ in range(accum)] for _ in range(world)]
+    for i in range(len(batch)):
+        out[i % world][(i // world) % accum].append(i)
+    return out
+
+
+def ppo_token_loss(logp, old_logp, ref_logp, advantages, mask, clip_eps: float, kl_coef: float):
+    """Per-sequence PPO-clip (+ k3 KL) loss.
+
+    Shapes: logp, old_logp, ref_logp (or None), mask: (B, T); advantages: (B,).
+    Returns ``(loss_per_seq (B,), stats dict of scalars)``.
+    """
+    import torch
+
+    adv = advantages[:, None]
+    ratio = torch.exp(logp - old_logp)
+    unclipped = -adv * ratio
+    clipped = -adv * torch.clamp(ratio, 1.0 - clip_eps, 1.0 + clip_eps)
+    per_tok = torch.maximum(unclipped, clipped)
+    kl = torch.zeros_like(per_tok)
+    if ref_logp is not None and kl_coef > 0:
+        d = ref_logp - logp
+        kl = torch.exp(d) - d - 1.0
+        per_tok = per_tok + kl_coef * kl
+    denom = mask.sum(-1).clamp(min=1)
+    loss = (per_tok * mask).sum(-1) / denom
+    with torch.no_grad():
+        m = mask.bool()
+        stats = {
+            "clipfrac": ((clipped > unclipped) & m).float().sum().item(),
+            "kl": (kl * mask).sum().item(),
+            "ratio": (ratio * mask).sum().item(),
+            "tokens": mask.sum().item(),
+        }
+    return loss, stats
+
+
+class LearnerImpl:
+    """One rank of the DeepSpeed learner group (plain object; the Ray actor wraps it)."""
+
+    def __init__(self, rank: int, world_size: int, master_addr: str, master_port: int,
+                 model_path: str, cfg: dict[str, Any], temperature: float, seed: int,
+                 dtype: str = "float32"):
+        os.environ.update(MASTER_ADDR=master_addr, MASTER_PORT=str(master_port), RANK=str(rank),
+                          WORLD_SIZE=str(world_size), LOCAL_RANK="0")
+        os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(TORCH_EXTENSIONS_DIR))
+        import deepspeed
+        import torch
+
+        from platform.clinical import models
+
+        self.rank, self.world, self.cfg, self.temperature = rank, world_size, cfg, temperature
+        on_gpu = torch.cuda.is_available() and cfg.get("num_gpus", 0) > 0
+        backend = cfg.get("dist_backend", "auto")
+        backend = ("nccl" if on_gpu else "gloo") if backend == "auto" else backend
+        torch.set_num_threads(1)
+        torch.manual_seed(seed)
+        deepspeed.init_distributed(dist_backend=backend)
+        self.device = torch.device("cuda", 0) if on_gpu else torch.device("cpu")
+        ds_config = {
+            "train_micro_batch_size_per_gpu": 1,
+            "gradient_accumulation_steps": cfg["grad_accum"],
+            "gradient_clipping": cfg["max_grad_norm"],
+            "zero_optimization": {"stage": cfg["zero_stage"]},
+            "zero_allow_untested_optimizer": True,
+            "bf16": {"enabled": dtype == "bfloat16"},
+            "steps_per_print": 10**9,
+            "wall_clock_breakdown": False,
+        }
+        # ZeRO-3: deepspeed.initialize partitions the already-loaded module (HfDeepSpeedConfig's
+        # partition-at-load would need `accelerate`, not a dependency; fine for models that fit).
+        model = models.load_model(model_path, dtype)
+        model.train()
+        self.processor = models.load_processor(model_path)
+        self.tokenizer = models.tokenizer_of(self.processor)
+        self.image_token_id = getattr(model.config, "image_token_index", None)
+        self.is_vlm = hasattr(model.config, "vision_config")
+        self.param_names = [n for n, _ in model.named_parameters()]
+        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+        self.engine, self.optimizer, _, _ = deepspeed.initialize(
+            model=model, optimizer=optimizer, config=ds_config)
+        self.ref = None
+        if cfg["kl_coef"] > 0:
+            self.ref = models.load_model(model_path, dtype).to(self.device).eval()
+            for p in self.ref.parameters():
+                p.requires_grad_(False)
+        self.fairgrad = None
+        if cfg.get("fairgrad"):
+            from algorithms.fairgrad import FairGrad  # noqa: F401  (checked at start-up)
+
+            self.fairgrad = True
+        self.steps = 0
+
+    # -- tensors ----------------------------------------------------------------------------
+    def _collate(self, batch: TrainBatch):
+        """Right-padded ``input_ids, attention_mask, completion mask (B, L)`` + pixel values."""
+        import torch
+
+        from platform.clinical.rollout import decode_image
+
+        seqs = [p + c for p, c in zip(batch.prompt_ids, batch.completion_ids)]
+        L = max(len(s) for s in seqs)
+        pad = self.tokenizer.pad_token_id or 0
+        ids = torch.full((len(seqs), L), pad, dtype=torch.long)
+        attn = torch.zeros((len(seqs), L), dtype=torch.long)
+        cmask = torch.zeros((len(seqs), L), dtype=torch.float32)
+        for i, (p, c) in enumerate(zip(batch.prompt_ids, batch.completion_ids)):
+            ids[i, : len(p) + len(c)] = torch.tensor(p + c)
+            attn[i, : len(p) + len(c)] = 1
+            cmask[i, len(p): len(p) + len(c)] = 1.0
+        inputs = {"input_ids": ids, "attention_mask": attn}
+        if self.is_vlm:
+            inputs["token_type_ids"] = (ids == self.image_token_id).long()
+            imgs = [decode_image(b, i) for i, b in enumerate(batch.images) if b is not None]
+            if imgs:
+                px = self.processor.image_processor(images=imgs, return_tensors="pt")["pixel_values"]
+                inputs["pixel_values"] = px.to(self.engine.module.dtype)
+        inputs = {k: v.to(self.device) for k, v in inputs.items()}
+        return inputs, cmask.to(self.device)
+
+    def _token_logp(self, model, inputs, cmask):
+        """Log-probs ``(B, L-1)`` of each next token under ``logits / temperature``; mask ``(B, L-1)``."""
+        import torch
+
+        logits = model(**inputs).logits[:, :-1].float() / self.temperature
+        target = inputs["input_ids"][:, 1:]
+        logp = torch.log_softmax(logits, dim=-1).gather(-1, target.unsqueeze(-1)).squeeze(-1)
+        return logp, cmask[:, 1:]
+
+    # -- update -----------------------------------------------------------------------------
+    def update(self, batch: TrainBatch, shards: list[list[int]], global_n: int) -> dict[str, float]:
+        """PPO update on this rank's micro-batches (``shards[micro] -> indices into batch``).
+
+        All ranks must call this together with the same ``len(shards)``.
+        """
+        import torch
+
+        start = time.perf_counter()
+        scale = self.world * len(shards) / max(global_n, 1)  # DeepSpeed averages micro-batches and ranks
+        stats = {"loss": 0.0, "clipfrac": 0.0, "kl": 0.0, "ratio": 0.0, "tokens": 0.0}
+        old = None
+        if self.cfg["ppo_epochs"] > 1:
+            with torch.no_grad():
+                old = [self._token_logp(self.engine, *self._micro(batch, idx)[:2])[0] for idx in shards]
+        grad_norm = float("nan")
+        for _epoch in range(self.cfg["ppo_epochs"]):
+            for m, idx in enumerate(shards):
+                inputs, cmask, adv, weight = self._micro(batch, idx)
+                logp, mask = self._token_logp(self.engine, inputs, cmask)
+                old_logp = old[m] if old is not None else logp.detach()
+                ref_logp = None
+                if self.ref is not None:
+                    with torch.no_grad():
+                        ref_logp, _ = self._token_logp(self.ref, inputs, cmask)
+                loss_seq, st = ppo_token_loss(logp, old_logp, ref_logp, adv, mask,
+                                              self.cfg["clip_eps"], self.cfg["kl_coef"])
+                weighted = loss_seq * weight * scale
+                if self.fairgrad:
+                    loss = self._fairgrad_surrogate(weighted * len(weighted), batch, idx)
+                else:
+                    loss = weighted.sum()
+                self.engine.backward(loss)
+                self.engine.step()
+                stats["loss"] += float((loss_seq * weight).sum().item())
+                for k in ("clipfrac", "kl", "ratio", "tokens"):
+                    stats[k] += st[k] if idx else 0.0
+            norm = self.engine.get_global_grad_norm()
+            grad_norm = float(norm) if norm is not None else grad_norm
+        self.steps += 1
+        tokens = max(stats["tokens"], 1.0)
+        return {"loss_sum": stats["loss"], "clipfrac_sum": stats["clipfrac"], "kl_sum": stats["kl"],
+                "ratio_sum": stats["ratio"], "tokens": tokens / self.cfg["ppo_epochs"],
+                "grad_norm": grad_norm, "seconds": time.perf_counter() - start}
+
+    def _micro(self, batch: TrainBatch, idx: list[int]):
+        """Collated micro-batch: ``inputs, cmask (B, L), advantages (B,), weights (B,)``.
+
+        An empty micro-batch runs sample 0 with weight 0 (every rank must call backward).
+        """
+        import torch
+
+        sub = batch.take(idx if idx else [0])
+        inputs, cmask = self._collate(sub)
+        adv = torch.tensor(sub.advantages, dtype=torch.float32, device=self.device)
+        weight = torch.full((len(sub),), 1.0 if idx else 0.0, device=self.device)
+        return inputs, cmask, adv, weight
+
+    def _fairgrad_surrogate(self, per_sample_loss, batch: TrainBatch, idx: list[int]):
+        """A loss whose gradient is FairGrad's projected sum (task + per-group objectives).
+
+        ``per_sample_loss`` (B,): its mean is this micro-batch's task loss. Per-objective
+        gradients are taken with ``torch.autograd.grad``, projected (PCGrad rule,
+        ``algorithms.fairgrad.project_conflicting``) and summed into g; the returned
+        ``sum_p <p, g_p>`` has gradient g, so DeepSpeed reduces and applies it as usual.
+        """
+        import torch
+
+        from algorithms.fairgrad import fairgrad_losses_from_groups, project_conflicting
+
+        groups = [batch.groups[i] for i in idx] if idx and batch.groups else [0] * len(per_sample_loss)
+        losses = fairgrad_losses_from_groups(per_sample_loss, groups)
+        params = [p for p in self.engine.module.parameters() if p.requires_grad]
+        grads = []
+        for i, l_k in enumerate(losses):
+            g = torch.autograd.grad(l_k, params, retain_graph=i < len(losses) - 1, allow_unused=True)
+            grads.append(torch.cat([(x if x is not None else torch.zeros_like(p)).reshape(-1)
+                                    for x, p in zip(g, params)]))
+        flat = torch.stack(project_conflicting(grads, rng=self.steps * 7919 + self.rank)).sum(0)
+        out, offset = per_sample_loss.sum() * 0.0, 0
+        for p in params:
+            n = p.numel()
+            out = out + (p * flat[offset: offset + n].view_as(p)).sum()
+            offset += n
+        return out
+
+    # -- weights, state ---------------------------------------------------------------------
+    def full_weights(self) -> list[tuple[str, Any]] | None:
+        """Gathered full parameters (rank 0 returns them, others None). Call on all ranks."""
+        import deepspeed
+
+        module = self.engine.module
+        named = list(module.named_parameters())
+        params = [p for _, p in named]
+        ctx = (deepspeed.zero.GatheredParameters(params, modifier_rank=None)
+               if self.cfg["zero_stage"] == 3 else _nullcontext())
+        with ctx:
+            if self.rank != 0:
+                return None
+            return [(n, p.detach().to("cpu", copy=True).clone()) for n, p in named]
+
+    def optimizer_state(self) -> list[Any]:
+        """This rank's optimizer tensors (flattened, CPU) for bit-exact comparisons."""
+        return _flatten_tensors(self.optimizer.state_dict())
+
+    def save(self, path: str, tag: str) -> str:
+        self.engine.save_checkpoint(path, tag=tag, client_state={"steps": self.steps})
+        return tag
+
+    def load(self, path: str, tag: str) -> int:
+        _, client = self.engine.load_checkpoint(path, tag=tag, load_optimizer_states=True,
+                                                load_lr_scheduler_states=True)
+        if client is None:
+            raise FileNotFoundError(f"no learner checkpoint {tag!r} under {path}")
+        self.steps = int(client.get("steps", 0))
+        return self.steps
+
+    def ping(self) -> int:
+        return self.rank
+
+
+class _nullcontext:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *a):
+        return False
+
+
+def _flatten_tensors(obj: Any) -> list[Any]:
+    import torch
+
+    if isinstance(obj, torch.Tensor):
+        return [obj.detach().to("cpu", copy=True)]
+    if isinstance(obj, dict):
+        return [t for k in sorted(obj, key=str) for t in _flatten_tensors(obj[k])]
+    if isinstance(obj, (list, tuple)):
+        return [t for v in obj for t in _flatten_tensors(v)]
+    return []
+
+
+def ensure_comm_extension() -> None:
+    """Build DeepSpeed's CPU comm extension once, before learners start (shared cache dir)."""
+    os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(TORCH_EXTENSIONS_DIR))
+    os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    if os.environ.get("DS_ACCELERATOR") != "cpu":
+        return
+    from deepspeed.comm.torch import build_shm_op
+
+    build_shm_op()
+
+
+class LearnerGroup:
+    """Driver-side handle: ``num_learners`` learner actors that always act together."""
+
+    def __init__(self, model_path: str, cfg: Any, temperature: float, seed: int, dtype: str,
+                 master_port: int):
+        import ray
+
+        Path(TORCH_EXTENSIONS_DIR).mkdir(parents=True, exist_ok=True)
+        self.cfg = cfg
+        self.timeout = cfg.timeout_s
+        actor = ray.remote(LearnerImpl)
+        cfg_dict = {k: getattr(cfg, k) for k in cfg.__dataclass_fields__}
+        env = {"TORCH_EXTENSIONS_DIR": str(TORCH_EXTENSIONS_DIR),
+               "DS_ACCELERATOR": os.environ.get("DS_ACCELERATOR", "cpu")}
+        from platform.cluster import worker_runtime_env
+
+        self.actors = [
+            actor.options(num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus,
+                          runtime_env=worker_runtime_env(env)).remote(
+                rank, cfg.num_learners, "127.0.0.1", master_port, model_path, cfg_dict,
+                temperature, seed, dtype)
+            for rank in range(cfg.num_learners)
+        ]
+        self._all(lambda a: a.ping.remote())
+
+    def _all(self, call) -> list[Any]:
+        import ray
+
+        return ray.get([call(a) for a in self.actors], timeout=self.timeout)
+
+    def update(self, batch: TrainBatch) -> dict[str, float]:
+        """One training step on all ranks; returns averaged metrics (``learner/...``)."""
+        import ray
+
+        shards = shard_batch(batch, len(self.actors), self.cfg.grad_accum)
+        ref = ray.put(batch)
+        outs = self._all_indexed(lambda a, r: a.update.remote(ref, shards[r], len(batch)))
+        tokens = sum(o["tokens"] for o in outs)
+        return {
+            "learner/loss": sum(o["loss_sum"] for o in outs) / max(len(batch), 1) / self.cfg.ppo_epochs,
+            "learner/clipfrac": sum(o["clipfrac_sum"] for o in outs) / tokens / self.cfg.ppo_epochs,
+            "learner/kl": sum(o["kl_sum"] for o in outs) / tokens / self.cfg.ppo_epochs,
+            "learner/ratio": sum(o["ratio_sum"] for o in outs) / tokens / self.cfg.ppo_epochs,
+            "learner/grad_norm": outs[0]["grad_norm"],
+            "learner/tokens": tokens,
+        }
+
+    def _all_indexed(self, call) -> list[Any]:
+        import ray
+
+        return ray.get([call(a, r) for r, a in enumerate(self.actors)], timeout=self.timeout)
+
+    def full_weights(self) -> list[tuple[str, Any]]:
+        return self._all(lambda a: a.full_weights.remote())[0]
+
+    def optimizer_state(self) -> list[list[Any]]:
+        return self._all(lambda a: a.optimizer_state.remote())
+
+    def save(self, path: str, tag: str) -> None:
+        self._all(lambda a: a.save.remote(path, tag))
+
+    def load(self, path: str, tag: str) -> None:
+        self._all(lambda a: a.load.remote(path, tag))
+
+    def shutdown(self) -> None:
+        import ray
+
+        for a in self.actors:
+            ray.kill(a, no_restart=True)
+        self.actors = []
+
+
+def image_bytes(img) -> bytes:
+    """PIL image -> PNG bytes (helper for callers holding decoded images)."""
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
