@@ -74,7 +74,7 @@ def _patients_per_s(env, acts: np.ndarray, seconds: float) -> float:
     total, start, i = 0, time.perf_counter(), 0
     while time.perf_counter() - start < seconds:
         before = core.count["arrived"].copy()
-        _, _, _, trunc, _ = env.step(acts[i % 1000])
+        env.step(acts[i % 1000])
         i += 1
         after = core.count["arrived"]
         # on reset steps the counter restarts at 1 (the first patient of the new episode)

@@ -169,7 +169,7 @@ class HospitalConfig:
     """transport time to the receiving hospital on transfer out"""
     turnaround_cap_hours: float = 24.0
     """diagnostic turnaround is capped here (the data's elderly tail is long; medians unaffected)"""
-    los_base_hours: float = 36.0
+    los_base_hours: float = 24.0
     """median length of stay of a routine adult (scaled by calibrated severity / age ratios)"""
     los_pediatric_ratio: float = 0.8
     """pediatric/adult LOS ratio (assumption: not in the shipped data)"""

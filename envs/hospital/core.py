@@ -382,8 +382,7 @@ class HospitalCore:
 
     def _advance(self, u: np.ndarray, z: np.ndarray) -> np.ndarray:
         """Move each hospital to its next decision; return the reward accrued meanwhile."""
-        cfg, rw, p = self.cfg, self.cfg.rewards, self.p
-        B = self.B
+        rw, p = self.cfg.rewards, self.p
         ar = self._ar
         qarg = self.q_next.argmin(1)
         qn = self.q_next[ar, qarg]
@@ -392,6 +391,7 @@ class HospitalCore:
         dt = t_new - t
         # beds: exact occupancy integral, then discharges
         overlap = np.maximum(np.minimum(self.release, t_new[:, None]) - t[:, None], 0.0)
+        overlap[self.release == np.inf] = 0.0  # empty beds
         occ_t = overlap @ self._type_onehot
         self.occ_time += occ_t
         on = self.on_shift * dt

@@ -24,7 +24,7 @@ def shares(draw, n: int = 3):
 @st.composite
 def configs(draw):
     beds = draw(st.lists(st.integers(0, 25), min_size=3, max_size=3).filter(lambda b: sum(b) >= 1))
-    names3 = lambda keys, w: dict(zip(keys, w))  # noqa: E731
+    names3 = lambda keys, w: dict(zip(keys, w))
     data = {
         "beds": names3(("general", "icu", "pediatric"), beds),
         "staff": draw(st.integers(1, 60)),
