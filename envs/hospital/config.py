@@ -243,7 +243,7 @@ class HospitalConfig:
         require(0 <= self.initial_occupancy <= 1, "initial_occupancy", "must be in [0, 1]")
         require(1 <= self.queue_capacity <= 1024, "queue_capacity", "must be in [1, 1024]")
         require(
-            1 <= self.max_decisions <= 1_000_000,
+            1 <= self.max_decisions <= 100_000,
             "max_decisions",
             f"episode length must be >= 1 decision, got {self.max_decisions}",
         )

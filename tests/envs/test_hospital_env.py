@@ -247,3 +247,13 @@ def test_utilisation_empty_and_full_hospital(occupancy, los, expected):
     for k in ("general", "icu", "pediatric"):
         assert m[f"util/{k}"] == pytest.approx(expected, abs=1e-9)
     assert (m["util/staff"] == 0.0) if expected == 0 else (m["util/staff"] > 0.5)
+
+
+def test_shipped_example_yaml_builds(repo_root):
+    path = repo_root / "envs/hospital/examples/community.yaml"
+    env = gym.make("Hospital-v0", config=str(path))
+    cfg = env.unwrapped.config
+    assert cfg.name == "community" and cfg.beds.total() == 60 and cfg.rewards.wait_per_hour == 0.03
+    assert cfg.severity_mix == SCENARIOS["rural"].severity_mix  # inherited from the preset
+    assert len(env.unwrapped.group_names) == 9
+    check_env(env.unwrapped, skip_render_check=True)
