@@ -43,7 +43,7 @@ class DataConfig:
     group_attributes: list[str] = _f(["sex", "age_band"], "columns forming the intersectional group key")
     prompts_per_step: int = _f(8, "prompts sampled per training step (each gets rollout.group_size completions)")
     eval_split: Literal["val", "test"] = _f("val", "held-out split for periodic evaluation")
-    eval_prompts: int = _f(64, "held-out prompts per evaluation (0 = the whole split)")
+    eval_prompts: int = _f(0, "held-out prompts per evaluation (0 = the whole split)")
 
     def __post_init__(self) -> None:
         require(self.prompts_per_step >= 1, "data.prompts_per_step", f"{self.prompts_per_step} must be >= 1")
@@ -60,7 +60,8 @@ class RolloutConfig:
     top_p: float = _f(1.0, "nucleus sampling mass")
     max_new_tokens: int = _f(16, "completion length cap")
     eval_temperature: float = _f(0.0, "temperature for held-out evaluation (0 = greedy)")
-    answer_only: bool = _f(False, "hf backend: sample only option letters + stop tokens (tiny-model runs)")
+    answer_only: bool | None = _f(None, "hf backend: sample only option letters + stop tokens; "
+                                  "empty = on for the built-in tiny model, off with model.path")
     max_restarts: int = _f(2, "Ray restarts of a dead rollout worker before the step fails")
     num_cpus: float = _f(0.25, "CPUs reserved per rollout worker actor")
     num_gpus: float = _f(0.0, "GPUs per rollout worker actor")
@@ -113,7 +114,7 @@ class AdvantageConfig:
 
 @dataclass
 class RewardConfig:
-    name: str = _f("accuracy+format", "envs.clinical.rewards.REWARDS entry")
+    name: str = _f("accuracy", "envs.clinical.rewards.REWARDS entry (accuracy, format, accuracy+format, ...)")
     kwargs: dict[str, Any] = _f({}, "keyword arguments for the reward factory")
 
 

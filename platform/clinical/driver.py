@@ -150,7 +150,8 @@ class Pipeline:
         ensure_comm_extension()
         backend_kwargs: dict[str, Any] = {"model_path": self.model_path}
         if r.backend == "hf":
-            backend_kwargs.update(dtype=self.cfg.model.dtype, answer_only=r.answer_only)
+            answer_only = (not self.cfg.model.path) if r.answer_only is None else r.answer_only
+            backend_kwargs.update(dtype=self.cfg.model.dtype, answer_only=answer_only)
         self.pool = RolloutPool(r.backend, backend_kwargs, r.num_workers, r.num_cpus, r.num_gpus,
                                 r.max_restarts, r.timeout_s).start(wait=False)
         self.learners = LearnerGroup(self.model_path, lc, r.temperature, self.cfg.seed,

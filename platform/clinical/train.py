@@ -63,11 +63,12 @@ def main(algorithm: str, argv: list[str]) -> int:
         if resume_from is None:
             raise UsageError(f"--resume: no checkpoint under {ckpt_root} (run {run_name!r}, "
                              f"experiment {experiment!r})")
-    uri, _ = tracking.setup(args.tracking_uri, experiment)
+    tracking.check_tracking_uri(args.tracking_uri or tracking.default_tracking_uri())
 
     from platform.clinical.driver import Pipeline, train
 
     pipe = Pipeline(cfg)  # data/model/reward/estimator errors surface here, before Ray starts
+    uri, _ = tracking.setup(args.tracking_uri, experiment)
     if resume_from is None and ckpt_root.exists():
         shutil.rmtree(ckpt_root)  # a fresh run under this name replaces its old resume points
     ckpt_root.mkdir(parents=True, exist_ok=True)

@@ -56,15 +56,21 @@ def engine_python() -> str | None:
 
 def vllm_installed(python: str | None = None) -> bool:
     """Whether ``import vllm`` would find a package in ``python`` (default: this process)."""
-    if python is None or os.path.realpath(python) == os.path.realpath(sys.executable):
-        return importlib.util.find_spec("vllm") is not None
+    if python is None or os.path.abspath(python) == os.path.abspath(sys.executable):
+        return _is_package(importlib.util.find_spec("vllm"))
     import subprocess
 
-    code = "import importlib.util, sys; sys.exit(importlib.util.find_spec('vllm') is None)"
+    code = ("import importlib.util as u, sys; s = u.find_spec('vllm'); "
+            "sys.exit(s is None or s.origin is None)")
     try:
         return subprocess.run([python, "-c", code], capture_output=True, timeout=60).returncode == 0
     except (OSError, subprocess.TimeoutExpired):
         return False
+
+
+def _is_package(spec: Any) -> bool:
+    """A real package, not a namespace dir that happens to be named vllm (e.g. tests/vllm)."""
+    return spec is not None and spec.origin is not None
 
 
 def check_vllm_installed(python: str | None = None) -> None:

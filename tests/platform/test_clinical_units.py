@@ -1,0 +1,276 @@
+"""Clinical pipeline pieces without Ray: config errors, data cursor, loss math, tiny VLM, HF backend."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from platform.clinical.config import ClinicalConfig
+from platform.clinical.driver import DataCursor
+from platform.clinical.learner import TrainBatch, ppo_token_loss, shard_batch
+from platform.clinical.rollout import decode_image
+from platform.config import build
+from platform.errors import ConfigError, UsageError
+
+torch = pytest.importorskip("torch")
+
+
+# ----------------------------------------------------------------------------------------- config
+
+@pytest.mark.parametrize("data, field, words", [
+    ({"rollout": {"group_size": 1}}, "rollout.group_size", ">= 2"),
+    ({"learner": {"zero_stage": 4}}, "learner.zero_stage", "allowed: 2, 3"),
+    ({"learner": {"dist_backend": "mpi"}}, "learner.dist_backend", "allowed"),
+    ({"learner": {"kl_coef": -1}}, "learner.kl_coef", ">= 0"),
+    ({"learner": {"fairgrad": True, "zero_stage": 3}}, "learner.fairgrad", "zero_stage=2"),
+    ({"rollout": {"bogus": 1}}, "rollout.bogus", "allowed: "),
+    ({"data": {"prompts_per_step": 0}}, "data.prompts_per_step", ">= 1"),
+    ({"algorithm": "ppo"}, "algorithm", "allowed: fairgrpo"),
+    ({"data": {"prompts_per_step": 1}, "rollout": {"group_size": 2}, "learner": {"num_learners": 4}},
+     "data.prompts_per_step", "num_learners"),
+])
+def test_config_errors_name_field(data, field, words):
+    with pytest.raises(ConfigError) as exc:
+        build(ClinicalConfig, data)
+    assert exc.value.field == field
+    assert words in str(exc.value)
+
+
+def test_config_defaults_and_estimator_mapping():
+    cfg = build(ClinicalConfig, {"algorithm": "grpo-resample"})
+    assert (cfg.estimator, cfg.sampler) == ("grpo", "balanced")
+    assert build(ClinicalConfig, {"algorithm": "fairgrpo"}).estimator == "fair_grpo"
+    assert build(ClinicalConfig, {"algorithm": "grpo-dro"}).estimator == "group_dro"
+    params = cfg.tracked_params()
+    assert params["zero_stage"] == 2 and params["group_size"] == 4
+
+
+# ------------------------------------------------------------------------------------ data cursor
+
+def test_cursor_crosses_epochs_and_restores_exactly():
+    a = DataCursor(n=10, seed=3)
+    seen = a.next(7) + a.next(7)  # crosses the epoch boundary at 10
+    assert sorted(seen[:10]) == list(range(10)) and (a.epoch, a.cursor) == (1, 4)
+    b = DataCursor(n=10, seed=3)
+    b.load_state_dict(a.state_dict())
+    assert a.next(9) == b.next(9)
+    # exactly at an epoch boundary
+    c = DataCursor(n=10, seed=3)
+    c.next(10)
+    assert (c.epoch, c.cursor) == (1, 0)
+    d = DataCursor(n=10, seed=3)
+    d.load_state_dict(c.state_dict())
+    assert c.next(5) == d.next(5) == [int(i) for i in DataCursor(n=10, seed=3).order(1)[:5]]
+    with pytest.raises(UsageError, match="seed"):
+        DataCursor(n=10, seed=4).load_state_dict(c.state_dict())
+
+
+def test_balanced_cursor_oversamples_minority():
+    src = ["a"] * 12
+    grp = ["x"] * 10 + ["y"] * 2
+    cur = DataCursor(n=12, seed=0, sampler="balanced", data_source=src, group=grp)
+    order = cur.order(0)
+    assert len(order) == 20 and sum(grp[i] == "y" for i in order) == 10
+
+
+# ---------------------------------------------------------------------------------------- loss
+
+def _loop_loss(logp, old, ref, adv, mask, eps, beta):
+    out = []
+    for i in range(logp.shape[0]):
+        terms = []
+        for t in range(logp.shape[1]):
+            if mask[i, t] == 0:
+                continue
+            r = float(np.exp(logp[i, t] - old[i, t]))
+            a = float(adv[i])
+            term = max(-a * r, -a * min(max(r, 1 - eps), 1 + eps))
+            if ref is not None and beta > 0:
+                d = float(ref[i, t] - logp[i, t])
+                term += beta * (np.exp(d) - d - 1)
+            terms.append(term)
+        out.append(np.mean(terms) if terms else 0.0)
+    return np.array(out)
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.3])
+def test_ppo_token_loss_matches_loop(beta):
+    g = torch.Generator().manual_seed(0)
+    B, T = 5, 7
+    logp = -torch.rand(B, T, generator=g) * 3
+    old = logp + 0.4 * torch.randn(B, T, generator=g)
+    ref = logp + 0.2 * torch.randn(B, T, generator=g)
+    adv = torch.randn(B, generator=g)
+    mask = (torch.rand(B, T, generator=g) > 0.3).float()
+    loss, stats = ppo_token_loss(logp, old, ref, adv, mask, 0.2, beta)
+    want = _loop_loss(logp.numpy(), old.numpy(), ref.numpy(), adv.numpy(), mask.numpy(), 0.2, beta)
+    np.testing.assert_allclose(loss.numpy(), want, rtol=1e-5, atol=1e-6)
+    assert stats["tokens"] == mask.sum().item() and stats["clipfrac"] > 0
+
+
+def test_ppo_gradient_at_ratio_one_is_policy_gradient():
+    logp = torch.tensor([[-1.0, -2.0]], requires_grad=True)
+    loss, _ = ppo_token_loss(logp, logp.detach(), None, torch.tensor([2.0]), torch.ones(1, 2), 0.2, 0.0)
+    loss.sum().backward()
+    assert torch.allclose(logp.grad, torch.tensor([[-1.0, -1.0]]))  # -A / T per token
+
+
+def test_shard_batch_equal_micro_counts():
+    b = TrainBatch(prompt_ids=[[1]] * 5, completion_ids=[[2]] * 5, advantages=[0.0] * 5, images=[None] * 5)
+    shards = shard_batch(b, world=2, accum=3)
+    assert [len(r) for r in shards] == [3, 3]
+    flat = sorted(i for r in shards for m in r for i in m)
+    assert flat == list(range(5))
+    assert any(m == [] for r in shards for m in r)  # padded micro-batch (zero weight)
+
+
+# ---------------------------------------------------------------------------------- tiny model
+
+@pytest.fixture(scope="module")
+def tiny_path():
+    from platform.clinical import models
+
+    return models.cached_tiny_vlm()
+
+
+def test_tiny_build_is_deterministic(tmp_path, tiny_path):
+    from safetensors.torch import load_file
+
+    from platform.clinical import models
+
+    spec = models.TinyVLMSpec()
+    models.build_tiny_vlm(tmp_path / "again", spec)
+    a, b = load_file(tiny_path / "model.safetensors"), load_file(tmp_path / "again" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    proj = a["multi_modal_projector.mm_input_projection_weight"]
+    assert proj.abs().sum() > 0  # re-initialised (Gemma3 zeroes it)
+    assert (tiny_path / "chat_template.jinja").exists() or (tiny_path / "tokenizer_config.json").exists()
+
+
+def test_model_path_errors(tmp_path):
+    from platform.clinical import models
+
+    with pytest.raises(UsageError, match="model.path.*not a directory"):
+        models.resolve_model_path(str(tmp_path / "missing"))
+    with pytest.raises(UsageError, match="model.path.*config.json"):
+        models.resolve_model_path(str(tmp_path))
+
+
+def _png(seed: int) -> bytes:
+    from PIL import Image
+
+    arr = (np.random.default_rng(seed).random((32, 32, 3)) * 255).astype("uint8")
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _messages(text: str, image: bool = True):
+    content = ([{"type": "image"}] if image else []) + [{"type": "text", "text": text}]
+    return [{"role": "user", "content": content}]
+
+
+@pytest.fixture(scope="module")
+def backend(tiny_path):
+    from platform.clinical.rollout import ROLLOUT_BACKENDS
+
+    return ROLLOUT_BACKENDS.get("hf")(model_path=str(tiny_path))
+
+
+def test_hf_backend_shapes_seed_and_logprobs(backend):
+    from platform.clinical.rollout import GenerationRequest
+
+    req = GenerationRequest(prompts=[_messages("Which? A) x B) y"), _messages("Text only? A) x B) y", False)],
+                            images=[_png(0), None], n=3, temperature=1.0, max_new_tokens=6, seed=5)
+    r = backend.generate(req)
+    assert len(r.texts) == 2 and all(len(t) == 3 for t in r.texts)
+    assert [[len(x) for x in p] for p in r.token_ids] == [[len(x) for x in p] for p in r.logprobs]
+    assert r.num_generated_tokens == sum(len(x) for p in r.token_ids for x in p)
+    special = set(backend.suppress_ids)
+    assert not special & {t for p in r.token_ids for x in p for t in x}
+    assert backend.generate(req).token_ids == r.token_ids  # same seed, same samples
+    # the image matters (projector re-initialised): prompt ids equal, logits differ
+    enc_a = backend.encode([_messages("Which?")], [decode_image(_png(1))])
+    enc_b = backend.encode([_messages("Which?")], [decode_image(_png(2))])
+    with torch.no_grad():
+        la, lb = backend.model(**enc_a).logits, backend.model(**enc_b).logits
+    assert not torch.allclose(la[:, -1], lb[:, -1])
+    # sampling logprobs == a teacher-forced forward pass (what the learner recomputes)
+    ids = r.prompt_token_ids[0] + r.token_ids[0][0]
+    inputs = {"input_ids": torch.tensor([ids]), "attention_mask": torch.ones(1, len(ids), dtype=torch.long),
+              "token_type_ids": (torch.tensor([ids]) == backend.model.config.image_token_index).long(),
+              "pixel_values": backend.processor.image_processor(images=[decode_image(_png(0))], return_tensors="pt")["pixel_values"]}
+    with torch.no_grad():
+        logits = backend.model(**inputs).logits[0, len(r.prompt_token_ids[0]) - 1: -1]
+    logits[:, backend.suppress_ids] = float("-inf")
+    lp = torch.log_softmax(logits, -1).gather(-1, torch.tensor(r.token_ids[0][0])[:, None]).squeeze(-1)
+    np.testing.assert_allclose(lp.numpy(), r.logprobs[0][0], atol=1e-4)
+
+
+def test_hf_backend_bad_inputs(backend):
+    from platform.clinical.rollout import GenerationRequest
+
+    with pytest.raises(ValueError, match=r"images\[0\].*decode"):
+        backend.generate(GenerationRequest(prompts=[_messages("x")], images=[b"not a png"], n=2,
+                                           temperature=1.0, max_new_tokens=2, seed=0))
+    with pytest.raises(ValueError, match="one entry per prompt"):
+        GenerationRequest(prompts=[_messages("x")], images=[], n=2, temperature=1.0, max_new_tokens=2, seed=0)
+    with pytest.raises(KeyError, match="unknown parameter"):
+        backend.load_weights([("no.such.weight", torch.zeros(1))])
+
+
+def test_answer_only_samples_letters(tiny_path):
+    from platform.clinical.rollout import ROLLOUT_BACKENDS, GenerationRequest
+
+    b = ROLLOUT_BACKENDS.get("hf")(model_path=str(tiny_path), answer_only=True)
+    r = b.generate(GenerationRequest(prompts=[_messages("Which? A) x B) y")], images=[_png(0)], n=8,
+                                     temperature=1.0, max_new_tokens=1, seed=1))
+    assert all(t in set("ABCDEFGHIJKLMNOPQRSTUVWXYZ") | {""} for t in r.texts[0])
+    assert any(t for t in r.texts[0])
+
+
+def test_unknown_backend_lists_known():
+    from platform.clinical.rollout import ROLLOUT_BACKENDS
+    from platform.registry import RegistryError
+
+    with pytest.raises(RegistryError, match="hf, vllm"):
+        ROLLOUT_BACKENDS.get("sglang")
+
+
+# ------------------------------------------------------------------------------------ CLI input
+
+@pytest.mark.parametrize("argv, words", [
+    (["--set", "learner.zero_stage=5"], "learner.zero_stage"),
+    (["--model", "/nonexistent/model"], "model.path"),
+    (["--data", "/nonexistent/data"], "does not exist"),
+    (["--set", "reward.name=nope"], "reward.name"),
+    (["--set", "advantage.estimator=nope"], "advantage.estimator"),
+])
+def test_cli_bad_input_raises_usage_error_before_ray(argv, words, mlflow_uri):
+    from platform.clinical.train import main
+
+    with pytest.raises(UsageError, match=words.replace(".", r"\.")):
+        main("fairgrpo", argv + ["--tracking-uri", mlflow_uri])
+
+
+def test_cli_empty_split_and_resume_without_checkpoint(tmp_path, mlflow_uri):
+    from envs.clinical.synth import write_synthetic
+
+    from platform.clinical.train import main
+
+    write_synthetic(tmp_path / "d", n_per_source=6, split_fractions=(1.0, 0.0, 0.0))
+    with pytest.raises(UsageError, match="split 'val' is empty"):
+        main("grpo", ["--data", str(tmp_path / "d"), "--tracking-uri", mlflow_uri])
+    with pytest.raises(UsageError, match="--resume: no checkpoint"):
+        main("grpo", ["--resume", "--set", f"checkpoint_dir={tmp_path / 'ck'}", "--tracking-uri", mlflow_uri])
+
+
+def test_cli_exit_code_2(run_env, repo_root):
+    proc = subprocess.run([sys.executable, "-m", "platform.train", "fairgrpo", "--set", "rollout.group_size=1"],
+                          cwd=repo_root, env=run_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "rollout.group_size" in proc.stderr and ">= 2" in proc.stderr
