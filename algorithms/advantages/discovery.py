@@ -33,9 +33,9 @@ def reward_matrix(rewards: np.ndarray, prompt_index: np.ndarray, count: np.ndarr
     P = len(count)
     if sizes.size and np.all(sizes == sizes[0]):
         G = int(sizes[0])
-        order = np.lexsort((rewards, prompt_index))  # by prompt, then reward
+        order = np.argsort(prompt_index, kind="stable")  # group completions by prompt
         mat = np.zeros((P, G))
-        mat[count > 0] = rewards[order].reshape(-1, G)
+        mat[count > 0] = np.sort(rewards[order].reshape(-1, G), axis=1)
         return mat
     safe = np.maximum(count, 1.0)
     mean = np.bincount(prompt_index, weights=rewards, minlength=P) / safe

@@ -51,70 +51,120 @@ from algorithms.advantages.core import (
 )
 from algorithms.advantages.discovery import agreement, elbow_kmeans, reward_matrix
 
-STATE_VERSION = 1
+STATE_VERSION = 2
 
 
 class FairHistory:
-    """Running per-source and per-(source, group) statistics over unique prompts.
+    """Per-prompt latest mean reward for every unique prompt, as columns, and (N, mu) per data
+    source and per (source, group) recomputed from them with ``np.bincount`` after each update
+    (exact, no drift from running sums; memory: one float + two ints per unique prompt).
 
-    ``prompts``: prompt_id -> [source, group, latest mean reward]
-    ``source``:  d -> [N, sum of prompt means]
-    ``group``:   d -> {g: [N, sum of prompt means]}
+    ``state_dict()`` -> ``{"version", "prompts": {prompt_id: [source, group, mean]}}`` (plain
+    JSON); loading restores the same row order, so later steps are bit-identical.
     """
 
     def __init__(self) -> None:
-        self.prompts: dict[str, list] = {}
-        self.source: dict[str, list] = {}
-        self.group: dict[str, dict[str, list]] = {}
+        self._row: dict[str, int] = {}
+        self._ids: list[str] = []
+        self._src = np.zeros(0, np.int64)
+        self._pair = np.zeros(0, np.int64)
+        self._mean = np.zeros(0, np.float64)
+        self._src_names: list[str] = []
+        self._src_code: dict[str, int] = {}
+        self._pair_names: list[tuple[str, str]] = []
+        self._pair_code: dict[str, int] = {}
+        self._stats: tuple[np.ndarray, ...] | None = None
 
-    def _add(self, d: str, g: str, value: float, sign: int) -> None:
-        s = self.source.setdefault(d, [0, 0.0])
-        s[0] += sign
-        s[1] += sign * value
-        e = self.group.setdefault(d, {}).setdefault(g, [0, 0.0])
-        e[0] += sign
-        e[1] += sign * value
+    @staticmethod
+    def _codes_for(keys: np.ndarray, table: dict, order: list, name_of=lambda k: k
+                   ) -> np.ndarray:
+        """Global int code per key (new keys appended to ``table``/``order``)."""
+        codes, uniq = pd.factorize(keys, sort=False)
+        glob = np.empty(len(uniq), np.int64)
+        for i, u in enumerate(uniq):
+            j = table.get(u)
+            if j is None:
+                j = table[u] = len(order)
+                order.append(name_of(u))
+            glob[i] = j
+        return glob[codes]
 
-    def update(self, prompt_ids: list[str], sources: list[str], groups: list[str],
+    def update(self, prompt_ids: list[str], sources: np.ndarray, groups: np.ndarray,
                means: np.ndarray) -> None:
-        """Record each prompt's latest mean reward (a revisit replaces, never double counts)."""
-        for pid, d, g, mu in zip(prompt_ids, sources, groups, means.tolist(), strict=True):
-            old = self.prompts.get(pid)
-            if old is not None:
-                if old[0] == d and old[1] == g:
-                    delta = mu - old[2]
-                    self.source[d][1] += delta
-                    self.group[d][g][1] += delta
-                    old[2] = mu
-                    continue
-                self._add(old[0], old[1], old[2], -1)
-            self._add(d, g, mu, +1)
-            self.prompts[pid] = [d, g, mu]
+        """Record each prompt's latest mean reward (a revisit replaces, never double counts).
+
+        prompt_ids: (m,) str; sources, groups: (m,) object arrays of str; means: (m,) float.
+        """
+        row = self._row
+        for pid in prompt_ids:
+            if pid not in row:
+                row[pid] = len(self._ids)
+                self._ids.append(pid)
+        n = len(self._ids)
+        if n > len(self._mean):
+            cap = max(n, 2 * len(self._mean), 64)
+            for name in ("_src", "_pair", "_mean"):
+                old = getattr(self, name)
+                new = np.zeros(cap, old.dtype)
+                new[:len(old)] = old
+                setattr(self, name, new)
+        rows = np.fromiter((row[p] for p in prompt_ids), np.int64, len(prompt_ids))
+        src = self._codes_for(np.asarray(sources, dtype=object), self._src_code,
+                              self._src_names)
+        pair = self._codes_for(np.asarray(sources, dtype=object) + "\x1f" + groups,
+                               self._pair_code, self._pair_names,
+                               lambda k: tuple(k.split("\x1f", 1)))
+        self._src[rows] = src
+        self._pair[rows] = pair
+        self._mean[rows] = means
+        self._stats = None
+
+    def _aggregates(self) -> tuple[np.ndarray, ...]:
+        if self._stats is None:
+            n = len(self._ids)
+            src, pair, mean = self._src[:n], self._pair[:n], self._mean[:n]
+            self._stats = (np.bincount(src, minlength=len(self._src_names)),
+                           np.bincount(src, weights=mean, minlength=len(self._src_names)),
+                           np.bincount(pair, minlength=len(self._pair_names)),
+                           np.bincount(pair, weights=mean, minlength=len(self._pair_names)))
+        return self._stats
 
     def stats(self, d: str, g: str | None = None) -> tuple[int, float]:
-        """(N, mu) for source d, or for group g within d."""
-        e = self.source.get(d) if g is None else self.group.get(d, {}).get(g)
-        if not e or e[0] <= 0:
+        """(N unique prompts, mu = mean of their latest mean rewards) for source d, or for group
+        g within d; (0, 0.0) if never seen."""
+        sc, ss, pc, ps = self._aggregates()
+        if g is None:
+            j = self._src_code.get(d)
+            cnt, tot = (sc, ss) if j is not None else (None, None)
+        else:
+            j = self._pair_code.get(f"{d}\x1f{g}")
+            cnt, tot = (pc, ps) if j is not None else (None, None)
+        if j is None or cnt[j] <= 0:
             return 0, 0.0
-        return int(e[0]), e[1] / e[0]
+        return int(cnt[j]), float(tot[j] / cnt[j])
 
     def state_dict(self) -> dict:
+        n = len(self._ids)
+        src, pair, mean = self._src[:n].tolist(), self._pair[:n].tolist(), self._mean[:n].tolist()
         return {"version": STATE_VERSION,
-                "prompts": {k: list(v) for k, v in self.prompts.items()},
-                "source": {k: list(v) for k, v in self.source.items()},
-                "group": {d: {g: list(v) for g, v in gs.items()} for d, gs in self.group.items()}}
+                "prompts": {pid: [self._src_names[s], self._pair_names[p][1], m]
+                            for pid, s, p, m in zip(self._ids, src, pair, mean, strict=True)}}
 
     def load_state_dict(self, d: dict) -> None:
-        if d.get("version") != STATE_VERSION:
+        if not isinstance(d, dict) or d.get("version") != STATE_VERSION:
             raise AdvantageInputError(
-                f"state.version: expected {STATE_VERSION}, got {d.get('version')!r}")
-        self.prompts = {str(k): [v[0], v[1], float(v[2])] for k, v in d["prompts"].items()}
-        self.source = {k: [int(v[0]), float(v[1])] for k, v in d["source"].items()}
-        self.group = {k: {g: [int(v[0]), float(v[1])] for g, v in gs.items()}
-                      for k, gs in d["group"].items()}
+                f"state.version: expected {STATE_VERSION}, got "
+                f"{d.get('version') if isinstance(d, dict) else d!r}")
+        self.__init__()
+        items = list(d["prompts"].items())
+        if items:
+            self.update([str(k) for k, _ in items],
+                        np.array([v[0] for _, v in items], dtype=object),
+                        np.array([v[1] for _, v in items], dtype=object),
+                        np.array([float(v[2]) for _, v in items]))
 
     def __len__(self) -> int:
-        return len(self.prompts)
+        return len(self._ids)
 
 
 def scale_T(n: float, mu: float, eps: float) -> float:
@@ -204,8 +254,8 @@ class FairGRPO(Estimator):
         sources = as_str_array(b.meta.data_source)[present]
         groups = normalise_groups(b.meta.group)[present]
         eff, cluster_info = self._discover(b, present, sources, groups, diag)
-        state.update(as_str_array(b.meta.prompt_id)[present].tolist(), sources.tolist(),
-                     groups.tolist(), b.mean[present])
+        state.update(as_str_array(b.meta.prompt_id)[present].tolist(), sources, groups,
+                     b.mean[present])
 
         src_keys, src_code = _codes(sources)
         pair_keys, pair_code = _codes(sources + "\x1f" + eff)

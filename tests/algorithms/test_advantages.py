@@ -165,7 +165,7 @@ def test_fair_grpo_matches_loop_over_steps(steps):
     for rewards, idx, meta in steps:
         got = est(rewards, idx, meta, state).advantages
         np.testing.assert_allclose(got, ref(rewards, idx, meta), rtol=1e-7, atol=1e-6)
-    assert len(state.prompts) == len(ref.prompts)  # unique prompts, not visits
+    assert len(state) == len(ref.prompts)  # unique prompts, not visits
 
 
 @SETTINGS
@@ -388,8 +388,8 @@ def test_history_is_bounded_over_epochs():
     for _ in range(20):  # 20 epochs over the same prompts
         est(rng.permutation(rewards), idx, meta, state)
     n = len(meta.prompt_id)
-    assert len(state.prompts) == n
-    assert sum(c for c, _ in state.source.values()) == n
+    assert len(state) == n
+    assert sum(state.stats(d)[0] for d in set(meta.data_source)) == n
     size = len(json.dumps(state.state_dict()))
     for _ in range(20):
         est(rng.permutation(rewards), idx, meta, state)
