@@ -27,6 +27,7 @@ from platform.registry import Registry
 from typing import Any, ClassVar, Literal
 
 import numpy as np
+import pandas as pd
 
 UNKNOWN = "unknown"
 
@@ -153,6 +154,26 @@ def prepare(rewards: Any, prompt_index: Any, meta: PromptMeta) -> Batch:
     ss = np.bincount(idx, weights=dev * dev, minlength=P)
     std = np.sqrt(np.where(count > 1, ss / np.maximum(count - 1.0, 1.0), 0.0))
     return Batch(r, idx, meta, count, mean, std)
+
+
+def codes(keys: np.ndarray) -> tuple[list[str], np.ndarray]:
+    """Unique keys (first-seen order) and the (len(keys),) int code of each."""
+    codes, uniques = pd.factorize(keys, sort=False)
+    return [str(u) for u in uniques], codes.astype(np.int64)
+
+
+def as_str_array(values: Any) -> np.ndarray:
+    """(P,) object array of str (ids, source names)."""
+    arr = np.asarray(values, dtype=object)
+    codes, uniques = pd.factorize(arr, use_na_sentinel=False)
+    return np.array([str(u) for u in uniques] or [""], dtype=object)[codes]
+
+
+def normalise_groups(groups: Any) -> np.ndarray:
+    """(P,) object array of group keys with every unknown spelling mapped to ``"unknown"``."""
+    codes, uniques = pd.factorize(np.asarray(groups, dtype=object), use_na_sentinel=True)
+    names = [UNKNOWN if is_unknown(u) else str(u) for u in uniques] + [UNKNOWN]
+    return np.array(names, dtype=object)[codes]
 
 
 def grpo_scores(b: Batch, eps: float, scale_by_std: bool = True) -> np.ndarray:

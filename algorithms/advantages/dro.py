@@ -21,14 +21,15 @@ from typing import Any
 import numpy as np
 
 from algorithms.advantages.core import (
-    UNKNOWN,
     AdvantageInputError,
     AdvantageResult,
     BaseConfig,
     Batch,
     Estimator,
+    as_str_array,
+    codes,
     grpo_scores,
-    is_unknown,
+    normalise_groups,
     register,
 )
 
@@ -77,15 +78,12 @@ class GroupDRO(Estimator):
                 f"state: group_dro needs the object from init_state(), got {type(state).__name__}")
         cfg = self.config
         s = grpo_scores(b, cfg.eps)
-        keys = [f"{d}|{UNKNOWN if is_unknown(g) else g}"
-                for d, g in zip(b.meta.data_source, b.meta.group, strict=True)]
-        table: dict[str, int] = {}
-        code = np.array([table.setdefault(k, len(table)) for k in keys], dtype=np.int64)
+        keys = as_str_array(b.meta.data_source) + "|" + normalise_groups(b.meta.group)
+        names, code = codes(keys)
         comp_code = code[b.prompt_index] if b.rewards.size else np.zeros(0, dtype=np.int64)
-        G = len(table)
+        G = len(names)
         n_g = np.bincount(comp_code, minlength=G)
         r_g = np.bincount(comp_code, weights=b.rewards, minlength=G) / np.maximum(n_g, 1)
-        names = list(table)
         for j in np.flatnonzero(n_g):
             k = names[j]
             state.log_q[k] = float(state.log_q.get(k, 0.0) + cfg.eta * (1.0 - r_g[j]))

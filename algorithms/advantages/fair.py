@@ -44,10 +44,15 @@ from algorithms.advantages.core import (
     BaseConfig,
     Batch,
     Estimator,
+    as_str_array,
     grpo_scores,
     is_unknown,
+    normalise_groups,
     register,
     safe_std,
+)
+from algorithms.advantages.core import (
+    codes as _codes,
 )
 from algorithms.advantages.discovery import agreement, elbow_kmeans, reward_matrix
 
@@ -206,26 +211,6 @@ class FairGRPONDConfig(FairGRPOConfig):
         require(self.cluster_on in ("rewards", "features"), "cluster_on",
                 f"got {self.cluster_on!r}; allowed: 'rewards', 'features'")
         require(self.n_init >= 1, "n_init", f"must be >= 1, got {self.n_init}")
-
-
-def _codes(keys: np.ndarray) -> tuple[list[str], np.ndarray]:
-    """Unique keys (first-seen order) and the (len(keys),) int code of each."""
-    codes, uniques = pd.factorize(keys, sort=False)
-    return [str(u) for u in uniques], codes.astype(np.int64)
-
-
-def as_str_array(values: Any) -> np.ndarray:
-    """(P,) object array of str (ids, source names)."""
-    arr = np.asarray(values, dtype=object)
-    codes, uniques = pd.factorize(arr, use_na_sentinel=False)
-    return np.array([str(u) for u in uniques] or [""], dtype=object)[codes]
-
-
-def normalise_groups(groups: Any) -> np.ndarray:
-    """(P,) object array of group keys with every unknown spelling mapped to ``"unknown"``."""
-    codes, uniques = pd.factorize(np.asarray(groups, dtype=object), use_na_sentinel=True)
-    names = [UNKNOWN if is_unknown(u) else str(u) for u in uniques] + [UNKNOWN]
-    return np.array(names, dtype=object)[codes]
 
 
 @register("fair_grpo")
