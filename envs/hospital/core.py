@@ -21,6 +21,9 @@ BLOCK = 128
 # uniform columns per step
 _U_OUTCOME, _U_AGE, _U_SEX, _U_INS, _U_SEV, _U_ACUITY, _U_ARRIVAL, _U_SURGE = range(8)
 _U_QUEUE = 8  # one per queue slot after this
+# patient table columns (int, float)
+_PI = ("age", "sex", "ins", "group", "sev0", "sev", "disp", "bed")
+_PF = ("acuity", "tat", "arrival", "end", "los")
 # normal columns per step
 _Z_LOS, _Z_TAT = range(2)
 
@@ -95,6 +98,10 @@ class HospitalCore:
         self._sev_cut = np.cumsum([cfg.severity_mix.routine, cfg.severity_mix.urgent])
         self._zeros_b = np.zeros(num)
         self._inv_beds = 1.0 / np.maximum(self.beds, 1)
+        self._surge_beds = np.floor(self.beds * cfg.surge_capacity_mult)
+        hour = np.arange(24)
+        shift = np.where((hour >= 7) & (hour < 15), 0, np.where((hour >= 15) & (hour < 23), 1, 2))
+        self._staff_by_hour = cfg.staff * self.shift_share[shift]  # day 07-15, evening, night
         self.rngs: list[np.random.Generator | None] = [None] * num
         self._alloc()
 
@@ -113,12 +120,13 @@ class HospitalCore:
         self.q_pid = np.full((B, Q), -1, i)
         self.q_next = np.full((B, Q), np.inf)
         self.n_pat = np.zeros(B, i)
-        self.p = {
-            k: np.zeros((B, P), i) for k in ("age", "sex", "ins", "group", "sev0", "sev", "disp")
-        }
-        self.p.update({k: np.zeros((B, P), f) for k in ("acuity", "tat", "arrival", "end", "los")})
+        # patient table: one int and one float array; self.p holds named column views
+        self.pi = np.zeros((B, P, len(_PI)), i)
+        self.pf = np.zeros((B, P, len(_PF)), f)
+        self.p = {k: self.pi[:, :, j] for j, k in enumerate(_PI)}
+        self.p.update({k: self.pf[:, :, j] for j, k in enumerate(_PF)})
         self.p["success"] = np.zeros((B, P), bool)
-        self.p["bed"] = np.full((B, P), -1, i)
+        self.p["bed"][:] = -1
         self.cur_pid = np.zeros(B, i)
         self.cur_slot = np.full(B, -1, i)
         self.next_arrival = np.zeros(B)
@@ -164,8 +172,7 @@ class HospitalCore:
         self.bed_dies[b] = False
         self.q_pid[b], self.q_next[b] = -1, np.inf
         self.n_pat[b] = 0
-        for arr in self.p.values():
-            arr[b] = 0
+        self.pi[b], self.pf[b], self.p["success"][b] = 0, 0.0, False
         self.p["bed"][b] = -1
         self.surge[b] = False
         self.surge_end[b] = np.inf
@@ -213,20 +220,10 @@ class HospitalCore:
             cfg.turnaround_cap_hours,
         )
         t = self.t[idx]
-        p = self.p
-        for key, val in (
-            ("age", age),
-            ("sex", sex),
-            ("ins", ins),
-            ("group", group),
-            ("sev0", sev),
-            ("sev", sev),
-        ):
-            p[key][idx, pid] = val
-        p["acuity"][idx, pid] = u[:, _U_ACUITY]
-        p["tat"][idx, pid] = tat
-        p["arrival"][idx, pid] = t - tat
-        p["disp"][idx, pid] = IN_SYSTEM
+        self.pi[idx, pid, :7] = np.stack(
+            [age, sex, ins, group, sev, sev, np.full_like(age, IN_SYSTEM)], 1
+        )
+        self.pf[idx, pid, :3] = np.stack([u[:, _U_ACUITY], tat, t - tat], 1)
         self.cur_pid[idx], self.cur_slot[idx] = pid, -1
         self.n_pat[idx] += 1
         self.count["arrived"][idx] += 1
@@ -236,9 +233,10 @@ class HospitalCore:
     def capacity(self) -> np.ndarray:
         """Usable beds per type now, (B, 3): surge closures and ICU equipment downtime."""
         cfg = self.cfg
-        cap = np.where(
-            self.surge[:, None], np.floor(self.beds * cfg.surge_capacity_mult), self.beds
-        )
+        if cfg.surge_per_day > 0:
+            cap = np.where(self.surge[:, None], self._surge_beds, self.beds)
+        else:
+            cap = np.repeat(self.beds[None], self.B, 0)
         down = (
             np.mod(self.t[:, None] + self._equip_offset, cfg.maintenance_every_hours)
             < cfg.maintenance_hours
@@ -252,9 +250,7 @@ class HospitalCore:
         return (np.isfinite(self.release) @ self._type_onehot).astype(np.int64)
 
     def staff_on_shift(self) -> np.ndarray:
-        h = np.mod(self.t, 24.0)
-        shift = np.where((h >= 7) & (h < 15), 0, np.where((h >= 15) & (h < 23), 1, 2))
-        return self.cfg.staff * self.shift_share[shift]
+        return self._staff_by_hour[np.minimum(np.mod(self.t, 24.0).astype(np.int64), 23)]
 
     def in_system(self) -> np.ndarray:
         """Patients of this episode still present, counted from the state (not the counters)."""
@@ -263,16 +259,17 @@ class HospitalCore:
         return beds + queue + (self.cur_slot < 0)
 
     def _draws(self, active: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        refill = np.flatnonzero(active & (self.cursor >= BLOCK))
-        for b in refill:
-            rng = self.rngs[b]
-            self.U[b] = rng.random((BLOCK, self.KU))
-            self.Z[b] = rng.standard_normal((BLOCK, 2))
-            self.cursor[b] = 0
-        c = np.minimum(self.cursor, BLOCK - 1)
-        ar = np.arange(self.B)
+        c = self.cursor
+        if (c >= BLOCK).any():
+            for b in np.flatnonzero(active & (c >= BLOCK)):
+                rng = self.rngs[b]
+                self.U[b] = rng.random((BLOCK, self.KU))
+                self.Z[b] = rng.standard_normal((BLOCK, 2))
+                c[b] = 0
+            c = np.minimum(c, BLOCK - 1)  # hospitals about to be reset draw nothing new
+        u, z = self.U[self._ar, c], self.Z[self._ar, c]
         self.cursor += 1
-        return self.U[ar, c], self.Z[ar, c]
+        return u, z
 
     # ------------------------------------------------------------------ one step
     def step(self, action: np.ndarray, active: np.ndarray | None = None) -> dict[str, np.ndarray]:
@@ -296,8 +293,9 @@ class HospitalCore:
         cfg, rw, p = self.cfg, self.cfg.rewards, self.p
         ar = np.arange(self.B)
         pid, slot = self.cur_pid, self.cur_slot
-        sev, age = p["sev"][ar, pid], p["age"][ar, pid]
-        wait = self.t - p["arrival"][ar, pid]
+        row, rowf = self.pi[ar, pid], self.pf[ar, pid]
+        sev, age = row[:, 5], row[:, 0]
+        wait = self.t - rowf[:, 2]
         need = np.where(sev == 2, 1, np.where(age == 0, 2, 0))
         cap, occ = self.cap, self.occ
         k = np.minimum(np.maximum(a, 0), 2)
@@ -318,7 +316,7 @@ class HospitalCore:
         on_shift = self.on_shift
         load = (occ[ar, k] + 1) * STAFF_PER_BED[k] / np.maximum(on_shift * self.staff_mix[k], 1e-9)
         staff_factor = np.maximum(1.0 / np.sqrt(np.maximum(load, 1.0)), 0.5)
-        acuity = p["acuity"][ar, pid]
+        acuity = rowf[:, 0]
         base = SUCCESS_BASE[sev] * (1 - 0.3 * acuity)
         p_admit = base * np.exp(-wait / SUCCESS_TAU[sev]) * MATCH[need, k] * staff_factor
         p_transfer = base * np.exp(-(wait + cfg.transport_hours) / SUCCESS_TAU[sev]) * 0.9
@@ -368,7 +366,7 @@ class HospitalCore:
         taken = np.where(admit, k, np.where(transfer, TRANSFER, DEFER))
         return {
             "reward": reward,
-            "group": p["group"][ar, pid],
+            "group": row[:, 3],
             "severity": sev,
             "action": taken,
             "treated": admit,
@@ -459,9 +457,10 @@ class HospitalCore:
         B, G, p = self.B, self.G, self.p
         ar = self._ar
         pid = self.cur_pid
-        sev, age = p["sev"][ar, pid], p["age"][ar, pid]
+        row, rowf = self.pi[ar, pid], self.pf[ar, pid]
+        sev, age = row[:, 5], row[:, 0]
         eye3 = self._eye3
-        wait = self.t - p["arrival"][ar, pid]
+        wait = self.t - rowf[:, 2]
         waiting = self.q_pid >= 0
         if waiting.any():
             bi, si = np.nonzero(waiting)
@@ -477,10 +476,10 @@ class HospitalCore:
         cap, occ, on = self.cap, self.occ, self.on_shift
         obs = np.empty((B, self.obs_dim), np.float32)
         obs[:, 0:3] = eye3[sev]
-        obs[:, 3] = p["acuity"][ar, pid]
+        obs[:, 3] = rowf[:, 0]
         obs[:, 4:7] = eye3[age]
-        obs[:, 7] = p["sex"][ar, pid] == 0
-        obs[:, 8:11] = eye3[p["ins"][ar, pid]]
+        obs[:, 7] = row[:, 1] == 0
+        obs[:, 8:11] = eye3[row[:, 2]]
         obs[:, 11] = np.minimum(wait * (1 / 24.0), 1.0)
         obs[:, 12:q3] = n * (1.0 / cfg.queue_capacity)
         obs[:, q3 : q3 + 3 * G] = mean_wait
