@@ -208,3 +208,22 @@ def build_ppo_config(
     if episode_callbacks:
         attach_callbacks(config)
     return config
+
+
+def wait_for_env_runners(algo, timeout_s: float = 180.0, poll_s: float = 1.0) -> bool:
+    """Block until every remote env runner is healthy again (True) or ``timeout_s`` passes.
+
+    With ``restart_failed_env_runners`` Ray restarts a dead runner, but RLlib only takes
+    it back into service when probed; until then ``train()`` returns iterations without
+    samples. Call this after an iteration that sampled nothing.
+    """
+    import time
+
+    group = algo.env_runner_group
+    deadline = time.monotonic() + timeout_s
+    while group.num_healthy_remote_workers() < group.num_remote_env_runners():
+        if time.monotonic() > deadline:
+            return False
+        algo.restore_env_runners(group)
+        time.sleep(poll_s)
+    return True

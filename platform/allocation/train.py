@@ -216,8 +216,13 @@ def main(algorithm: str, argv: list[str]) -> int:
             last = tracking.last_logged_step(run.info.run_id, "training_iteration") or 0
             iteration = algo.iteration
             while iteration < cfg.iterations:
-                metrics = iteration_metrics(algo.train(), group_names)
+                result = algo.train()
+                metrics = iteration_metrics(result, group_names)
                 iteration = int(metrics["training_iteration"])
+                if cfg.num_env_runners and not rllib_adapter.env_steps_this_iter(result) > 0:
+                    print(f"iteration {iteration}: no samples (an env runner is restarting); "
+                          "waiting for it", file=sys.stderr, flush=True)
+                    rllib_adapter.wait_for_env_runners(algo)
                 if iteration > last:  # after a hard kill an iteration may be logged already
                     tracking.log_metrics(metrics, step=iteration)
                 print(_progress(metrics, cfg.iterations), flush=True)

@@ -1,0 +1,103 @@
+"""``python -m platform.train group-robust-ppo|ppo`` on the real hospital simulators.
+
+Bad input -> one clear line, exit code 2, no MLflow run; env-runner fault tolerance.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+TINY = ["--set", "train_batch_size=200", "--set", "minibatch_size=100", "--set", "num_epochs=1",
+        "--set", "eval_episodes=1", "--set", "hidden_sizes=[16]"]
+
+
+def _train(repo_root, env, *args, timeout=120):
+    return subprocess.run([sys.executable, "-m", "platform.train", *args], cwd=repo_root,
+                          env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _mlflow_runs(db: Path) -> list[tuple[str, str]]:
+    if not db.exists():
+        return []
+    with sqlite3.connect(db) as con:
+        try:
+            return con.execute("select run_uuid, status from runs").fetchall()
+        except sqlite3.OperationalError:  # no tables: nothing was ever created
+            return []
+
+
+def _bad_cases(tmp_path: Path, free_port: int) -> dict[str, tuple[list[str], str]]:
+    bad_yaml = tmp_path / "bad.yaml"
+    bad_yaml.write_text("robust_lambda: [unclosed\n")
+    return {
+        "algorithm": (["dqn"], "unknown algorithm 'dqn'; known: .*group-robust-ppo"),
+        "scenario": (["group-robust-ppo", "--scenario", "mars"],
+                     "scenario: got 'mars'; allowed: .*rural.*urban"),
+        "lambda": (["group-robust-ppo", "--lambda", "1.5"],
+                   "robust_lambda: got 1.5; allowed: a number in \\[0, 1\\]"),
+        "iterations": (["ppo", "--iterations", "0"], "iterations: got 0; must be >= 1"),
+        "mode": (["group-robust-ppo", "--mode", "median"],
+                 "robust_mode: got 'median'; allowed: 'gap', 'worst_group'"),
+        "config-missing": (["ppo", "--config", str(tmp_path / "nope.yaml")],
+                           "--config: cannot read .*nope.yaml"),
+        "config-invalid": (["ppo", "--config", str(bad_yaml)], "--config: .*bad.yaml is not valid YAML"),
+        "unknown-field": (["ppo", "--set", "lamda=0.1"], "lamda: unknown field; allowed: .*robust_lambda"),
+        "tracking": (["ppo", "--tracking-uri", f"http://127.0.0.1:{free_port}"],
+                     f"--tracking-uri: cannot reach MLflow server http://127.0.0.1:{free_port}"),
+    }
+
+
+@pytest.mark.parametrize("case", ["algorithm", "scenario", "lambda", "iterations", "mode",
+                                  "config-missing", "config-invalid", "unknown-field", "tracking"])
+def test_bad_input_exit_2_clear_message_no_run(repo_root, run_env, tmp_path, free_port, case):
+    import re
+
+    args, pattern = _bad_cases(tmp_path, free_port)[case]
+    db = tmp_path / "mlflow.db"
+    if not any(a == "--tracking-uri" for a in args):
+        args = args + ["--tracking-uri", f"sqlite:///{db}"]
+    res = _train(repo_root, run_env(EQUIRL_STORAGE=str(tmp_path / "store")), *args)
+    assert res.returncode == 2, res.stdout + res.stderr
+    message = res.stderr[res.stderr.find("error: "):]
+    assert res.stderr.count("error: ") == 1 and re.search(pattern, message), res.stderr
+    assert "Traceback" not in res.stderr
+    assert all(status != "RUNNING" for _, status in _mlflow_runs(db))
+    assert _mlflow_runs(db) == []
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(420)
+def test_env_runner_killed_mid_training_run_completes(ray_session):
+    """SIGKILL the only remote env runner: Ray restarts it, RLlib takes it back, and the
+    iteration count goes on without a gap (iterations while it restarts sample nothing)."""
+    from algorithms import rllib_adapter
+    from platform.allocation.config import AllocationConfig
+    from platform.allocation.train import build_algo, iteration_metrics
+    from platform.config import build
+
+    cfg = build(AllocationConfig, dict(scenario="rural", num_env_runners=1, train_batch_size=200,
+                                       minibatch_size=100, num_epochs=1, hidden_sizes=[16]))
+    algo = build_algo(cfg)
+    try:
+        results = [algo.train()]
+        (pid,) = rllib_adapter.remote_env_runner_pids(algo)
+        os.kill(pid, signal.SIGKILL)
+        results.append(algo.train())  # notices the failure
+        assert rllib_adapter.wait_for_env_runners(algo, timeout_s=240)
+        results += [algo.train() for _ in range(2)]
+        new_pids = rllib_adapter.remote_env_runner_pids(algo)
+    finally:
+        algo.stop()
+    iterations = [iteration_metrics(r)["training_iteration"] for r in results]
+    assert iterations == [1.0, 2.0, 3.0, 4.0]
+    assert len(new_pids) == 1 and new_pids[0] != pid
+    assert max(rllib_adapter.num_env_runner_restarts(r) for r in results) >= 1
+    assert all(rllib_adapter.env_steps_this_iter(r) >= cfg.train_batch_size for r in results[-2:])
