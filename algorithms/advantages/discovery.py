@@ -12,6 +12,7 @@ far fewer points when rewards are discrete, e.g. 0/1 accuracy).
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -55,9 +56,48 @@ def unique_rows(X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return U, inv.reshape(-1), w.astype(np.float64)
 
 
+def contiguous_init(U: np.ndarray, w: np.ndarray, k: int, max_cuts: int = 64) -> np.ndarray:
+    """(k, d) seeds: the best split of the points, ordered by their mean, into k contiguous
+    runs (k <= 3; exact weighted SSE from prefix sums over up to ``max_cuts`` cut positions).
+
+    Rollout-reward vectors lie near a monotone path (sorted 0/1 vectors are a staircase), so
+    the best contiguous split is a near-optimal start for Lloyd's iterations.
+    """
+    order = np.argsort(U.mean(1), kind="stable")
+    X, ww = U[order], w[order]
+    m, d = X.shape
+    W = np.concatenate([[0.0], np.cumsum(ww)])
+    S = np.vstack([np.zeros((1, d)), np.cumsum(ww[:, None] * X, axis=0)])
+    Q = np.concatenate([[0.0], np.cumsum(ww * (X * X).sum(1))])
+
+    def sse(i, j):
+        return Q[j] - Q[i] - ((S[j] - S[i]) ** 2).sum(-1) / (W[j] - W[i])
+
+    if m - 1 <= max_cuts:
+        cuts = np.arange(1, m)
+    else:
+        targets = W[-1] * np.linspace(0, 1, max_cuts + 2)[1:-1]
+        cuts = np.unique(np.clip(np.searchsorted(W, targets), 1, m - 1))
+    if k == 2:
+        c = cuts[np.argmin(sse(0, cuts) + sse(cuts, m))]
+        bounds = [0, int(c), m]
+    else:
+        a, b = np.meshgrid(cuts, cuts, indexing="ij")
+        ok = a < b
+        a, b = a[ok], b[ok]
+        j = np.argmin(sse(0, a) + sse(a, b) + sse(b, m))
+        bounds = [0, int(a[j]), int(b[j]), m]
+    return np.stack([(S[j] - S[i]) / (W[j] - W[i]) for i, j in itertools.pairwise(bounds)])
+
+
 def elbow_kmeans(X: np.ndarray, k_max: int = 3, threshold: float = 0.1, random_state: int = 0,
-                 n_init: int = 1) -> Clustering:
-    """Cluster rows of X (m, d); k chosen by the elbow rule. Labels sorted by centroid mean."""
+                 n_init: int | None = None) -> Clustering:
+    """Cluster rows of X (m, d); k chosen by the elbow rule. Labels sorted by centroid mean.
+
+    Initialisation (``n_init=None``, k <= 3): :func:`contiguous_init` seeds one Lloyd run;
+    with an int ``n_init`` (or k > 3) sklearn's k-means++ with that many restarts is used. On
+    planted 0/1 cases a single k-means++ run landed up to 24 % above the best of 10 restarts.
+    """
     m = X.shape[0]
     if m == 0:
         return Clustering(np.zeros(0, dtype=np.int64), 0, [])
@@ -77,8 +117,10 @@ def elbow_kmeans(X: np.ndarray, k_max: int = 3, threshold: float = 0.1, random_s
 
             # inputs are finite and parameters fixed: skip sklearn's per-call validation
             with sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
-                km = KMeans(n_clusters=k, n_init=n_init, random_state=random_state).fit(
-                    U, sample_weight=w)
+                seeded = n_init is None and k <= 3
+                init = contiguous_init(U, w, k) if seeded else "k-means++"
+                km = KMeans(n_clusters=k, init=init, n_init=1 if seeded else (n_init or 1),
+                            random_state=random_state).fit(U, sample_weight=w)
             lab, cen, inertia = km.labels_, km.cluster_centers_, float(km.inertia_)
         drop = inertias[-1] - inertia
         inertias.append(inertia)

@@ -200,8 +200,8 @@ class FairGRPONDConfig(FairGRPOConfig):
     """cluster prompts on their rollout-reward vectors, or on ``meta.features`` (embeddings)"""
     random_state: int = 0
     """KMeans random_state (fixed so a step is reproducible)"""
-    n_init: int = 1
-    """KMeans restarts"""
+    n_init: int | None = None
+    """None: one Lloyd run from the best contiguous split (see discovery); int: k-means++ restarts"""
 
     def __post_init__(self):
         super().__post_init__()
@@ -210,7 +210,7 @@ class FairGRPONDConfig(FairGRPOConfig):
                 f"must be in [0, 1), got {self.elbow_threshold}")
         require(self.cluster_on in ("rewards", "features"), "cluster_on",
                 f"got {self.cluster_on!r}; allowed: 'rewards', 'features'")
-        require(self.n_init >= 1, "n_init", f"must be >= 1, got {self.n_init}")
+        require(self.n_init is None or self.n_init >= 1, "n_init", f"must be >= 1, got {self.n_init}")
 
 
 @register("fair_grpo")

@@ -453,3 +453,82 @@ def test_bad_arrays_are_rejected(name):
     with pytest.raises(AdvantageInputError, match="meta.group"):
         est(np.array([0.0, 1.0]), np.array([0, 1]), PromptMeta(["d", "d"], ["F"], ["a", "b"]),
             est.init_state())
+
+
+class NDLoop(FairLoop):
+    """fair_grpo_nd's scaling from the definition, given the clusters the estimator found:
+    a cluster c of source d gets N = N_unknown(d) * share_c and mu = its batch mean."""
+
+    def __call__(self, rewards, idx, meta, prompt_group):
+        P = len(meta.data_source)
+        per = _per_prompt(rewards, idx, P)
+        s = grpo_loop(rewards, idx, P, self.eps)
+        for q in range(P):
+            if per[q]:
+                g = "unknown" if _unknown(meta.group[q]) else meta.group[q]
+                self.prompts[meta.prompt_id[q]] = (meta.data_source[q], g, statistics.fmean(per[q]))
+        a = []
+        for si, q in zip(s, idx):
+            d = meta.data_source[q]
+            eff = prompt_group[q].split("|", 1)[1]
+            td = self.T([m for (dd, _, m) in self.prompts.values() if dd == d])
+            if eff.startswith("unknown/cluster"):
+                n_unk = sum(1 for (dd, gg, _) in self.prompts.values() if dd == d and gg == "unknown")
+                members = [p for p in range(P) if per[p] and prompt_group[p] == prompt_group[q]]
+                unknown_here = [p for p in range(P) if per[p] and meta.data_source[p] == d
+                                and _unknown(meta.group[p])]
+                mu = statistics.fmean(statistics.fmean(per[p]) for p in members)
+                tg = max(math.sqrt(n_unk * len(members) / len(unknown_here)) * mu, self.eps)
+            else:
+                tg = self.T([m for (dd, gg, m) in self.prompts.values() if dd == d and gg == eff])
+            a.append(si / min(max(td * tg, self.eps), self.fmax))
+        a = np.array(a)
+        sd = statistics.stdev(a) if len(a) > 1 else 0.0
+        return a / (sd + self.eps) if sd > 0 else a
+
+
+def test_fair_grpo_nd_scaling_matches_loop_over_steps():
+    rng = np.random.default_rng(11)
+    est = get_estimator("fair_grpo_nd")
+    state = est.init_state()
+    ref = NDLoop()
+    for step in range(3):
+        rewards, idx, meta = _planted(rng, per=8, G=8)
+        meta.prompt_id = [f"p{(i + 17 * step) % 60}" for i in range(len(meta.prompt_id))]
+        # keep an id's source/group fixed: derive both from the id, half the groups known
+        num = [int(p[1:]) for p in meta.prompt_id]
+        meta.data_source = [f"d{n % 2}" for n in num]
+        meta.group = [None if n % 3 else "K" for n in num]
+        res = est(rewards, idx, meta, state)
+        assert any(g.split("|")[1].startswith("unknown/cluster") for g in res.prompt_group)
+        np.testing.assert_allclose(res.advantages, ref(rewards, idx, meta, res.prompt_group),
+                                   rtol=1e-7, atol=1e-6)
+
+
+@pytest.mark.parametrize("rates,k", [((0.05, 0.5, 0.95), 3), ((0.5,), None)])
+def test_elbow_on_merged_points_equals_plain_kmeans(rates, k):
+    """Merging identical reward vectors (sample_weight) keeps the k-means objective."""
+    from sklearn.cluster import KMeans
+
+    from algorithms.advantages.discovery import elbow_kmeans, reward_matrix
+
+    rng = np.random.default_rng(12)
+    rewards, idx, _ = _planted(rng, rates=rates, per=50, G=8, sources=("d",))
+    X = reward_matrix(rewards, idx, np.bincount(idx).astype(float))
+    cl = elbow_kmeans(X)
+    # the reported inertia is the objective of the returned labels on the original points
+    own = sum(float(((X[cl.labels == c] - X[cl.labels == c].mean(0)) ** 2).sum())
+              for c in range(cl.k))
+    assert cl.inertias[cl.k - 1] == pytest.approx(own, rel=1e-9, abs=1e-9)
+    plain = [float(((X - X.mean(0)) ** 2).sum())]
+    plain += [KMeans(j, n_init=10, random_state=0).fit(X).inertia_ for j in (2, 3)]
+    for mine, best in zip(cl.inertias, plain):
+        assert best - 1e-9 <= mine <= 1.05 * best + 1e-9  # near the best of 10 restarts
+    loop_k = 1  # the elbow rule, as a loop over the plain inertias
+    for j in (2, 3):
+        if plain[j - 2] - plain[j - 1] < 0.1 * plain[j - 2]:
+            break
+        loop_k = j
+    assert cl.k == loop_k
+    if k is not None:
+        assert cl.k == k
