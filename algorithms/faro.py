@@ -253,13 +253,13 @@ class FaroConfig:
     """descent-ascent steps"""
     lr: float = 0.01
     """Adam learning rate of the reward model"""
-    lambda_lr: float = 2.0
+    lambda_lr: float = 0.5
     """ascent step of the multipliers on the true violations"""
     hidden: int = 32
     """reward MLP width"""
-    pair_batch: int = 2048
+    pair_batch: int = 1024
     """preference pairs per step"""
-    item_batch: int = 512
+    item_batch: int = 256
     """items per step for the constraint estimates"""
     tau: float = 0.5
     """temperature of the sigmoid surrogate of the ranking indicator"""
