@@ -125,7 +125,7 @@ class HospitalEnv(gym.Env):
     (bed-hours x rate, transfers), minus ``invalid``.
 
     **Info** every step: ``group`` (int group index of the patient this decision concerns),
-    ``n_groups``, ``severity``, ``action`` (as carried out), ``treated``, ``success``,
+    ``n_groups``, ``severity``, ``action`` (as carried out; -1 at reset), ``treated``, ``success``,
     ``transferred``, ``invalid``, ``wait`` (hours), ``occupancy`` and ``capacity`` (per bed
     type, after the decision). At the last step also ``episode_metrics`` (see
     ``envs.hospital.metrics``). ``env.unwrapped.group_names`` maps index -> name.
