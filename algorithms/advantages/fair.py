@@ -101,10 +101,15 @@ class FairHistory:
         prompt_ids: (m,) str; sources, groups: (m,) object arrays of str; means: (m,) float.
         """
         row = self._row
-        for pid in prompt_ids:
-            if pid not in row:
-                row[pid] = len(self._ids)
-                self._ids.append(pid)
+        got = list(map(row.get, prompt_ids))
+        if None in got:  # first visits get the next free rows
+            for i, pid in enumerate(prompt_ids):
+                if got[i] is None:
+                    got[i] = row.get(pid)
+                    if got[i] is None:
+                        got[i] = row[pid] = len(self._ids)
+                        self._ids.append(pid)
+        rows = np.array(got, dtype=np.int64)
         n = len(self._ids)
         if n > len(self._mean):
             cap = max(n, 2 * len(self._mean), 64)
@@ -113,7 +118,6 @@ class FairHistory:
                 new = np.zeros(cap, old.dtype)
                 new[:len(old)] = old
                 setattr(self, name, new)
-        rows = np.fromiter((row[p] for p in prompt_ids), np.int64, len(prompt_ids))
         src = self._codes_for(np.asarray(sources, dtype=object), self._src_code,
                               self._src_names)
         pair = self._codes_for(np.asarray(sources, dtype=object) + "\x1f" + groups,
