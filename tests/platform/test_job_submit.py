@@ -1,0 +1,143 @@
+"""End to end on a real Ray head: ``ray job submit --working-dir . -- python -m platform.train``.
+
+Starts its own head on free ports (dashboard on 127.0.0.1), submits a 2-iteration
+group-robust PPO job on the rural hospital, waits for SUCCEEDED, finds the MLflow run,
+and stops only the processes of that head (never a global ``ray stop``: other Ray
+instances may be running on this machine).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import ExitStack
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+
+
+def _free_ports(n: int) -> list[int]:
+    with ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+
+
+def _kill_head(head: subprocess.Popen, gcs_port: int) -> None:
+    """Terminate the head's process tree and anything started for its GCS port."""
+    import psutil
+
+    def mine() -> list[psutil.Process]:
+        procs = []
+        try:
+            procs = psutil.Process(head.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            pass
+        marker = f":{gcs_port}"
+        for p in psutil.process_iter(["cmdline"]):
+            cmd = " ".join(p.info.get("cmdline") or [])
+            if f"gcs-address=127.0.0.1{marker}" in cmd or f"--gcs_server_port={gcs_port}" in cmd \
+                    or f"--port={gcs_port}" in cmd and "gcs_server" in cmd:
+                procs.append(p)
+        return procs
+
+    victims = mine()
+    head.send_signal(signal.SIGTERM)
+    for p in victims:
+        try:
+            p.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(victims, timeout=15)
+    for p in alive + mine():
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    try:
+        head.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        head.kill()
+
+
+def _wait_http(url: str, timeout: float) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            time.sleep(1)
+    raise TimeoutError(f"{url} did not answer within {timeout}s")
+
+
+def test_ray_job_submit_trains_and_logs_to_mlflow(repo_root, run_env, tmp_path):
+    import mlflow
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    gcs, dash, client_port, nm, om, agent, agent_grpc, rt_agent, metrics = _free_ports(9)
+    ray_bin = str(Path(sys.executable).parent / "ray")
+    env = run_env(RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="disabled")
+    env.pop("RAY_ADDRESS", None)
+    log = (tmp_path / "head.log").open("w")
+    head = subprocess.Popen(
+        [ray_bin, "start", "--head", "--block", "--num-cpus", "2", "--node-ip-address", "127.0.0.1",
+         "--dashboard-host", "127.0.0.1", "--include-dashboard", "true",
+         "--port", str(gcs), "--dashboard-port", str(dash), "--ray-client-server-port", str(client_port),
+         "--node-manager-port", str(nm), "--object-manager-port", str(om),
+         "--dashboard-agent-listen-port", str(agent), "--dashboard-agent-grpc-port", str(agent_grpc),
+         "--runtime-env-agent-port", str(rt_agent), "--metrics-export-port", str(metrics),
+         "--object-store-memory", str(300 * 1024**2), "--disable-usage-stats"],
+        cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    address = f"http://127.0.0.1:{dash}"
+    db = tmp_path / "mlflow.db"
+    try:
+        _wait_http(f"{address}/api/version", timeout=180)
+        runtime_env = {
+            "excludes": [".venv", ".venv-vllm", "ray_results", "mlruns", "*.db", ".git", "artifacts"],
+            "env_vars": {"EQUIRL_STORAGE": str(tmp_path / "storage"), "RAY_AUTH_MODE": "disabled"},
+        }
+        submit = subprocess.run(
+            [ray_bin, "job", "submit", "--address", address, "--working-dir", ".", "--no-wait",
+             "--runtime-env-json", json.dumps(runtime_env), "--",
+             sys.executable, "-m", "platform.train", "group-robust-ppo", "--scenario", "rural",
+             "--iterations", "2", "--lambda", "0.3", "--num-env-runners", "1",
+             "--tracking-uri", f"sqlite:///{db}", "--experiment", "job-submit",
+             "--set", "train_batch_size=200", "--set", "minibatch_size=100",
+             "--set", "num_epochs=1", "--set", "eval_episodes=1", "--set", "hidden_sizes=[16]"],
+            cwd=repo_root, env=env, capture_output=True, text=True, timeout=180)
+        assert submit.returncode == 0, submit.stdout + submit.stderr
+        job_id = re.search(r"(raysubmit_\w+)", submit.stdout + submit.stderr).group(1)
+        client = JobSubmissionClient(address)
+        deadline = time.time() + 420
+        status = client.get_job_status(job_id)
+        while status not in {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}:
+            assert time.time() < deadline, f"job {job_id} still {status}"
+            time.sleep(2)
+            status = client.get_job_status(job_id)
+        logs = client.get_job_logs(job_id)
+        assert status == JobStatus.SUCCEEDED, logs[-4000:]
+        assert "iter    2/2" in logs and "MLflow run" in logs
+    finally:
+        _kill_head(head, gcs)
+        log.close()
+
+    mlf = mlflow.MlflowClient(f"sqlite:///{db}")
+    (run,) = mlf.search_runs([mlf.get_experiment_by_name("job-submit").experiment_id])
+    assert run.info.status == "FINISHED"
+    assert run.data.params["algorithm"] == "group-robust-ppo" and run.data.params["scenario"] == "rural"
+    steps = sorted(m.step for m in mlf.get_metric_history(run.info.run_id, "training_iteration"))
+    assert steps == [1, 2]
+    assert any(k.startswith("fairness/") for k in run.data.metrics)
+    assert any(k.startswith("group/") and k.endswith("/objective") for k in run.data.metrics)
+    assert Path(run.data.tags["equirl.checkpoint"]).is_dir()
