@@ -60,7 +60,7 @@ class RolloutConfig:
     top_p: float = _f(1.0, "nucleus sampling mass")
     max_new_tokens: int = _f(16, "completion length cap")
     eval_temperature: float = _f(0.0, "temperature for held-out evaluation (0 = greedy)")
-    answer_only: bool | None = _f(None, "hf backend: sample only option letters + stop tokens; "
+    answer_only: bool | None = _f(None, "hf backend: first token an option letter, then stop; "
                                   "empty = on for the built-in tiny model, off with model.path")
     max_restarts: int = _f(2, "Ray restarts of a dead rollout worker before the step fails")
     num_cpus: float = _f(0.25, "CPUs reserved per rollout worker actor")

@@ -23,6 +23,7 @@ from platform.clinical.config import ClinicalConfig
 from platform.errors import UsageError
 from platform.registry import RegistryError
 
+LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 STAGES = ("rollout", "reward", "advantage", "update", "sync", "evaluate", "checkpoint")
 INVALID = "(invalid)"  # evaluation label for an unparseable answer
 
@@ -151,12 +152,18 @@ class Pipeline:
         backend_kwargs: dict[str, Any] = {"model_path": self.model_path}
         if r.backend == "hf":
             answer_only = (not self.cfg.model.path) if r.answer_only is None else r.answer_only
-            backend_kwargs.update(dtype=self.cfg.model.dtype, answer_only=answer_only)
+            n_opts = max(len(o) for o in self.train_df["options"])
+            backend_kwargs.update(dtype=self.cfg.model.dtype,
+                                  answer_letters=LETTERS[:n_opts] if answer_only else "")
         self.pool = RolloutPool(r.backend, backend_kwargs, r.num_workers, r.num_cpus, r.num_gpus,
                                 r.max_restarts, r.timeout_s).start(wait=False)
         self.learners = LearnerGroup(self.model_path, lc, r.temperature, self.cfg.seed,
                                      self.cfg.model.dtype, free_port())
         self.pool.wait_ready()
+
+    def attach(self, pool, learners) -> None:
+        """Use actors started elsewhere (benchmarks, comparisons); the caller resets their weights."""
+        self.pool, self.learners = pool, learners
 
     def stop(self) -> None:
         for part in (self.pool, self.learners):

@@ -253,13 +253,10 @@ def _added_special_ids(tokenizer: Any) -> set[int]:
     return {int(i) for i, tok in decoder.items() if getattr(tok, "special", False)}
 
 
-def letter_token_ids(tokenizer: Any) -> list[int]:
-    """Ids of the single-letter tokens "A".."Z" that exist as one token in the vocabulary."""
+def letter_token_ids(tokenizer: Any, letters: str) -> list[int]:
+    """Token ids of single letters (each must be one token: UsageError otherwise)."""
     vocab = tokenizer.get_vocab()
-    return [vocab[c] for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZ" if c in vocab]
-
-
-def all_but(tokenizer: Any, allowed: list[int]) -> list[int]:
-    """Every token id except ``allowed`` (a suppress list that leaves only ``allowed``)."""
-    keep = set(allowed)
-    return [i for i in range(len(tokenizer)) if i not in keep]
+    missing = [c for c in letters if c not in vocab]
+    if missing:
+        raise UsageError(f"rollout.answer_only: letters {missing} are not single tokens of this tokenizer")
+    return [vocab[c] for c in letters]

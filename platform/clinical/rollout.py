@@ -130,10 +130,10 @@ class HFBackend:
     """Hugging Face ``generate`` on CPU or one GPU: sampling logprobs from the processed scores."""
 
     def __init__(self, model_path: str, device: str = "cpu", dtype: str = "float32",
-                 torch_threads: int | None = 1, answer_only: bool = False):
-        """``answer_only``: sample only single option letters (A-Z) and stop tokens, so a tiny
-        random model can produce parseable answers from step one (an honest constraint of
-        tiny-model runs, off by default)."""
+                 torch_threads: int | None = 1, answer_letters: str = ""):
+        """``answer_letters`` (e.g. ``"ABC"``): constrained decoding for tiny-model runs — the
+        first token must be one of these letters, the second a stop token, so a random tiny
+        model answers in a parseable form from step one. Empty (default) = free text."""
         import torch
 
         from platform.clinical import models
@@ -147,9 +147,7 @@ class HFBackend:
         self.is_vlm = hasattr(self.processor, "image_processor")
         self.stop_ids = models.stop_token_ids(self.tokenizer)
         self.suppress_ids = models.suppressed_token_ids(self.tokenizer)
-        if answer_only:
-            self.suppress_ids = models.all_but(self.tokenizer, models.letter_token_ids(self.tokenizer)
-                                               + self.stop_ids)
+        self.answer_ids = models.letter_token_ids(self.tokenizer, answer_letters) if answer_letters else []
 
     # -- encoding ---------------------------------------------------------------------------
     def _chat_text(self, messages: list[dict], with_image: bool) -> str:
@@ -204,6 +202,12 @@ class HFBackend:
         import torch
 
         greedy = req.temperature == 0
+        extra: dict[str, Any] = {}
+        if self.answer_ids:
+            from transformers import LogitsProcessorList
+
+            extra["logits_processor"] = LogitsProcessorList([_AnswerOnly(
+                enc["input_ids"].shape[1], self.answer_ids, self.stop_ids)])
         with torch.random.fork_rng(devices=[]), torch.no_grad():
             torch.manual_seed(seed)
             out = self.model.generate(
@@ -211,7 +215,7 @@ class HFBackend:
                 top_p=None if greedy else req.top_p, top_k=None, max_new_tokens=req.max_new_tokens,
                 num_return_sequences=req.n, output_scores=True, return_dict_in_generate=True,
                 suppress_tokens=self.suppress_ids or None, eos_token_id=self.stop_ids,
-                pad_token_id=self.tokenizer.pad_token_id,
+                pad_token_id=self.tokenizer.pad_token_id, **extra,
             )
         gen = out.sequences[:, enc["input_ids"].shape[1]:]
         scores = torch.stack(out.scores, dim=1).float()  # (B*n, T, V) after temperature/top-p
@@ -239,6 +243,21 @@ class HFBackend:
                 if name not in params:
                     raise KeyError(f"load_weights: unknown parameter {name!r}")
                 params[name].copy_(torch.as_tensor(tensor).to(params[name].dtype))
+
+
+class _AnswerOnly:
+    """Logits processor: position 0 allows only ``letters``, later positions only ``stops``."""
+
+    def __init__(self, prompt_len: int, letters: list[int], stops: list[int]):
+        self.prompt_len, self.letters, self.stops = prompt_len, letters, stops
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        allowed = self.letters if input_ids.shape[1] == self.prompt_len else self.stops
+        mask = torch.full_like(scores, float("-inf"))
+        mask[:, allowed] = 0.0
+        return scores + mask
 
 
 class _WorkerImpl:
