@@ -48,6 +48,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (tiny model: 1)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))])  # first Adam imports torch._dynamo: not timed
     if args.data in ("synthetic", "both"):
         bench("synthetic (annotator bias 1.0, group = sex)", synthetic_preferences(seed=args.seed),
               args.seed)

@@ -100,24 +100,33 @@ def test_cli_trains_both_models_and_logs_to_mlflow(repo_root, run_env, mlflow_ur
     assert len(client.get_metric_history(run.info.run_id, "fairgrad/train/task_loss")) == 3
 
 
+def test_unknown_dataset_exits_2_from_the_real_entry_point(repo_root, run_env, mlflow_uri):
+    proc = subprocess.run(
+        [sys.executable, "-m", "platform.train", "fairgrad-classifier", "--dataset", "mimic",
+         "--tracking-uri", mlflow_uri, "--experiment", "fg-bad"],
+        cwd=repo_root, env=run_env(), capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "allowed: actg175, support2, kidney" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
 @pytest.mark.parametrize("args,needle", [
     (["--dataset", "mimic"], "allowed: actg175, support2, kidney"),
     (["--dataset", "actg175", "--sensitive", "race,religion"], "unknown column 'religion'"),
     (["--dataset", "kidney", "--epochs", "0"], "epochs"),
     (["--dataset", "kidney", "--fairness-loss", "max"], "fairness_loss"),
+    (["--dataset", "kidney", "--resume"], "--resume"),
 ])
-def test_bad_input_exits_2_and_leaves_no_run(args, needle, repo_root, run_env, mlflow_uri):
-    import mlflow
+def test_bad_input_exits_2_and_leaves_no_run(args, needle, mlflow_uri, capsys):
+    from pathlib import Path
 
-    proc = subprocess.run(
-        [sys.executable, "-m", "platform.train", "fairgrad-classifier", *args,
-         "--tracking-uri", mlflow_uri, "--experiment", "fg-bad"],
-        cwd=repo_root, env=run_env(), capture_output=True, text=True, timeout=120,
-    )
-    assert proc.returncode == 2, proc.stderr
-    assert needle in proc.stderr
-    assert "Traceback" not in proc.stderr
-    exp = mlflow.MlflowClient(mlflow_uri).get_experiment_by_name("fg-bad")
-    if exp is not None:
-        runs = mlflow.MlflowClient(mlflow_uri).search_runs([exp.experiment_id])
-        assert all(r.info.status != "RUNNING" for r in runs) and not runs
+    from platform.cli import run_main
+    from platform.train import main
+
+    rc = run_main(main, ["fairgrad-classifier", *args, "--tracking-uri", mlflow_uri,
+                         "--experiment", "fg-bad"])
+    assert rc == 2
+    assert needle in capsys.readouterr().err
+    # validation happens before MLflow is touched: no store, so no RUNNING (or any) run
+    assert not Path(mlflow_uri.removeprefix("sqlite:///")).exists()
