@@ -147,7 +147,9 @@ def test_make_faro_reward_scores_completions_and_ignores_sex():
     assert rewards.shape == (4,) and rewards.dtype == np.float64
     assert rewards[0] > rewards[1] + 1.0  # correct >> wrong (annotator weight 2)
     assert rewards[0] > rewards[2]        # formatted beats unformatted
-    assert abs(rewards[3] - rewards[0]) < 0.15  # same answer, other sex: ~same reward
+    # same answer, other sex: ~same reward (measured |diff| 0.029 / 0.040 at seeds 0 / 1, while
+    # correct vs wrong differs by ~1.9-2.2 and the annotator's sex bias was 1.0)
+    assert abs(rewards[3] - rewards[0]) < 0.15
     assert featurize_answers(completions[:1], samples[:1]).tolist() == [[1, 1, 1, 0, 0.6]] or \
         np.allclose(featurize_answers(completions[:1], samples[:1]), [[1, 1, 1, 0, 0.6]])
     with pytest.raises(UsageError, match="needs options, answer"):
