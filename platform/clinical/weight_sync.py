@@ -128,14 +128,17 @@ def init_broadcast_group(master_address: str, master_port: int, rank: int, world
     raise ValueError(f"weight sync backend must be 'nccl' or 'gloo', got {backend!r}")
 
 
-def broadcast_tensor(group: Any, tensor: Any, src: int = 0) -> None:
-    """In-place broadcast from ``src`` over either kind of group."""
-    if hasattr(group, "broadcast") and type(group).__name__ == "PyNcclCommunicator":
+def broadcast_tensor(group: Any, tensor: Any, src: int = 0, timeout_s: float = 300.0) -> None:
+    """In-place broadcast from ``src`` over either kind of group (gloo ops time out after
+    ``timeout_s``; NCCL ops are bounded by the driver's :func:`wait_named`)."""
+    if type(group).__name__ == "PyNcclCommunicator":
         import torch
 
         group.broadcast(tensor, src=src, stream=torch.cuda.current_stream())
     else:
-        group.broadcast(tensor, root=src).wait()
+        from datetime import timedelta
+
+        group.broadcast(tensor, root=src, timeout=timedelta(seconds=timeout_s)).wait()
 
 
 class BroadcastSender:
@@ -147,12 +150,14 @@ class BroadcastSender:
 
     def __init__(self) -> None:
         self.group: Any = None
+        self.timeout_s = 300.0
 
     def init(self, master_address: str, master_port: int, world_size: int, backend: str = "nccl",
              timeout_s: float = 300.0) -> None:
         import torch
 
         device = torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else None
+        self.timeout_s = timeout_s
         self.group = init_broadcast_group(master_address, master_port, 0, world_size, backend,
                                           device, timeout_s)
 
@@ -164,7 +169,7 @@ class BroadcastSender:
             raise RuntimeError("BroadcastSender.send before init(): call init on learner rank 0")
         n = 0
         for _, t in named_tensors:
-            broadcast_tensor(self.group, t.detach().contiguous())
+            broadcast_tensor(self.group, t.detach().contiguous(), timeout_s=self.timeout_s)
             n += 1
         if torch.cuda.is_available():
             torch.cuda.synchronize()
@@ -188,20 +193,24 @@ class WeightSyncWorkerExtension:
         device = getattr(self, "device", None) if backend == "nccl" else None
         self._equirl_group = init_broadcast_group(master_address, master_port, rank, world_size,
                                                   backend, device, timeout_s)
+        self._equirl_timeout_s = timeout_s
         return rank
 
     def receive_weights(self, specs: list[tuple[str, str, tuple[int, ...]]]) -> int:
-        """Receive each broadcast tensor and load it into the model; returns the count."""
+        """Receive every broadcast tensor, then load them in place with the worker's
+        ``reload_weights`` (vLLM's supported in-place path: a plain ``model.load_weights``
+        after start-up fails on post-processed parameters). Returns the count."""
         import torch
 
         device = self.device if torch.cuda.is_available() else torch.device("cpu")
-        model = self.model_runner.model
+        received = []
         for name, dtype, shape in specs:
             buf = torch.empty(shape, dtype=getattr(torch, dtype), device=device)
-            broadcast_tensor(self._equirl_group, buf)
-            model.load_weights(weights=[(name, buf)])
-            del buf
-        return len(specs)
+            broadcast_tensor(self._equirl_group, buf,
+                             timeout_s=getattr(self, "_equirl_timeout_s", 300.0))
+            received.append((name, buf))
+        self.reload_weights(weights_iterator=iter(received))
+        return len(received)
 
     def weights_checksum(self) -> float:
         """Sum of all parameters (tests: did the weights change?)."""
