@@ -271,7 +271,7 @@ class LearnerImpl:
             grads.append(torch.cat([(x if x is not None else torch.zeros_like(p)).reshape(-1)
                                     for x, p in zip(g, params)]))
         flat = torch.stack(project_conflicting(grads, rng=self.steps * 7919 + self.rank)).sum(0)
-        out, offset = per_sample_loss.sum() * 0.0, 0
+        out, offset = torch.zeros((), device=flat.device), 0
         for p in params:
             n = p.numel()
             out = out + (p * flat[offset: offset + n].view_as(p)).sum()

@@ -275,3 +275,31 @@ def test_cli_exit_code_2(run_env, repo_root):
                           cwd=repo_root, env=run_env(), capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert "rollout.group_size" in proc.stderr and ">= 2" in proc.stderr
+
+
+def test_fairgrad_surrogate_gradient_is_projected_sum():
+    """learner.fairgrad: the surrogate's gradient equals algorithms.fairgrad's projected sum."""
+    from types import SimpleNamespace
+
+    from algorithms.fairgrad import fairgrad_losses_from_groups, project_conflicting
+
+    from platform.clinical.learner import LearnerImpl
+
+    torch.manual_seed(0)
+    net = torch.nn.Linear(3, 1)
+    x, groups = torch.randn(6, 3), [0, 0, 1, 1, 2, 2]
+    learner = object.__new__(LearnerImpl)
+    learner.engine, learner.steps, learner.rank = SimpleNamespace(module=net), 4, 0
+    learner.device = torch.device("cpu")
+    batch = TrainBatch(prompt_ids=[[1]] * 6, completion_ids=[[1]] * 6, advantages=[0.0] * 6,
+                       images=[None] * 6, groups=groups)
+    per_sample = (net(x).squeeze(-1) - torch.arange(6.0)) ** 2
+    surrogate = learner._fairgrad_surrogate(per_sample, batch, list(range(6)))
+    got = torch.autograd.grad(surrogate, list(net.parameters()))
+    per_sample = (net(x).squeeze(-1) - torch.arange(6.0)) ** 2
+    losses = fairgrad_losses_from_groups(per_sample, groups)
+    assert len(losses) == 4  # task + one per group
+    flat = [torch.cat([g.reshape(-1) for g in torch.autograd.grad(l, list(net.parameters()), retain_graph=True)])
+            for l in losses]
+    want = torch.stack(project_conflicting(flat, rng=4 * 7919)).sum(0)
+    assert torch.allclose(torch.cat([g.reshape(-1) for g in got]), want, atol=1e-6)
