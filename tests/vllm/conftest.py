@@ -12,7 +12,9 @@ import os
 
 import pytest
 
-HAVE_VLLM = importlib.util.find_spec("vllm") is not None
+_SPEC = importlib.util.find_spec("vllm")
+# A real package, not this directory seen as a namespace package named "vllm".
+HAVE_VLLM = _SPEC is not None and _SPEC.origin is not None
 if not HAVE_VLLM:
     collect_ignore_glob = ["test_engine*.py", "test_grpo*.py", "test_broadcast*.py"]
 
