@@ -243,12 +243,16 @@ class Pipeline:
         if sum(known) >= 2:
             attr = "&".join(self.cfg.data.group_attributes)
             labels = sorted({str(o) for r in rows for o in r["options"]} | {INVALID})
-            report = clinical_fairness_report(
-                np.array(y_true)[known], np.array(y_pred)[known],
-                pd.DataFrame({attr: np.array(groups, dtype=object)[known]}), labels=labels,
-                dataset=np.array([str(r["data_source"]) for r in rows])[known],
-                min_group_size=self.cfg.eval_min_group_size, average="macro")
-            out.update(report.metrics())
+            yt, yp = np.array(y_true)[known], np.array(y_pred)[known]
+            sens = pd.DataFrame({attr: np.array(groups, dtype=object)[known]})
+            kw = dict(labels=labels, min_group_size=self.cfg.eval_min_group_size, average="macro")
+            # the paper's definition: per data source, then averaged over sources
+            out.update(clinical_fairness_report(
+                yt, yp, sens, dataset=np.array([str(r["data_source"]) for r in rows])[known], **kw).metrics())
+            # pooled over sources: defined even when per-source groups are too small
+            pooled = clinical_fairness_report(yt, yp, sens, **kw).metrics()
+            out.update({f"fairness/pooled/{k.split('/', 1)[1]}": v for k, v in pooled.items()
+                        if k.startswith("fairness/") and "/by_group/" not in k and f"/{attr}/" not in k})
         return out
 
     # -- state ------------------------------------------------------------------------------

@@ -339,6 +339,9 @@ def ensure_comm_extension() -> None:
     os.environ.setdefault("DS_ACCELERATOR", "cpu")
     if os.environ.get("DS_ACCELERATOR") != "cpu":
         return
+    built = Path(os.environ["TORCH_EXTENSIONS_DIR"]).glob("*/deepspeed_shm_comm*.so")
+    if any(built):  # already built: skip importing deepspeed in the driver
+        return
     from deepspeed.comm.torch import build_shm_op
 
     build_shm_op()

@@ -303,3 +303,29 @@ def test_fairgrad_surrogate_gradient_is_projected_sum():
             for l in losses]
     want = torch.stack(project_conflicting(flat, rng=4 * 7919)).sum(0)
     assert torch.allclose(torch.cat([g.reshape(-1) for g in got]), want, atol=1e-6)
+
+
+def test_any_local_text_only_model_dir_works(tmp_path):
+    """``--model PATH``: a text-only causal LM dir (tokenizer + chat template) loads and samples."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from platform.clinical import models
+    from platform.clinical.rollout import ROLLOUT_BACKENDS, GenerationRequest
+
+    tok = models.train_tokenizer(models.TinyVLMSpec())
+    torch.manual_seed(0)
+    lm = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
+                                      num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+                                      pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+                                      bos_token_id=tok.bos_token_id))
+    lm.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    path = models.resolve_model_path(str(tmp_path))
+    b = ROLLOUT_BACKENDS.get("hf")(model_path=str(path))
+    assert not b.is_vlm
+    r = b.generate(GenerationRequest(prompts=[_messages("Which? A) x B) y")], images=[_png(0)], n=2,
+                                     temperature=1.0, max_new_tokens=4, seed=0))
+    assert len(r.token_ids[0]) == 2 and r.num_generated_tokens > 0
+    name, tensor = next(iter(lm.named_parameters()))
+    b.load_weights([(name, torch.zeros_like(tensor))])
+    assert torch.count_nonzero(dict(b.model.named_parameters())[name]) == 0
