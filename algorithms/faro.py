@@ -38,12 +38,11 @@ import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from platform.errors import UsageError, require
 from typing import Any, Literal
 
 import numpy as np
 import torch
-
-from platform.errors import UsageError, require
 
 Constraint = Literal["dp", "eo", "cf"]
 CONSTRAINTS: tuple[str, ...] = ("dp", "eo", "cf")
@@ -118,8 +117,8 @@ def cohort_preferences(name: str = "actg175", sensitive: str | None = None,
     """
     from envs.cohorts import COHORTS, load_cohort
 
-    spec = COHORTS[name] if name in COHORTS else None
     df = load_cohort(name)  # unknown name -> UsageError listing the cohorts
+    spec = COHORTS[name]
     sensitive = sensitive or spec["sensitive"][0]
     if sensitive not in spec["sensitive"]:
         raise UsageError(f"sensitive: unknown column {sensitive!r} for cohort {name}; "
@@ -331,7 +330,8 @@ def train_faro(data: PreferenceData, cfg: FaroConfig) -> FaroResult:
             lam[name] = max(0.0, lam.get(name, 0.0) + cfg.lambda_lr * (float(true) - cfg.epsilon))
         names = sorted(lam)
         lam_hist.append([lam[n] for n in names])
-        viol_hist.append([float(dict((n, t) for n, t, _ in terms).get(n, math.nan)) for n in names])
+        true_now = {n: float(t) for n, t, _ in terms}
+        viol_hist.append([true_now.get(n, math.nan) for n in names])
         loss_hist.append(float(loss.detach()))
         if cfg.constraints and (step % cfg.eval_every == 0 or step == cfg.steps):
             snapshots.append((_snapshot_score(model, data, cfg), step,

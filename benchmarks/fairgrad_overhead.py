@@ -62,12 +62,12 @@ def main() -> None:
         opt = torch.optim.Adam(model.parameters(), lr=1e-4)
         fg = FairGrad(opt, seed=0)
 
-        def plain():
+        def plain(opt=opt, groups=groups):
             opt.zero_grad(set_to_none=True)
             sum(losses(model, x, y, groups)).backward()
             opt.step()
 
-        def fair():
+        def fair(fg=fg, groups=groups):
             fg.step(losses(model, x, y, groups))
 
         t_plain, t_fair = time_steps(plain, args.steps), time_steps(fair, args.steps)

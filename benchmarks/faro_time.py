@@ -16,8 +16,15 @@ import argparse
 
 import torch
 
-from algorithms.faro import (FaroConfig, calibration_report, cohort_preferences, split_items,
-                             synthetic_preferences, train_faro, violations)
+from algorithms.faro import (
+    FaroConfig,
+    calibration_report,
+    cohort_preferences,
+    split_items,
+    synthetic_preferences,
+    train_faro,
+    violations,
+)
 
 ALL = ["dp", "eo", "cf"]
 
@@ -35,7 +42,7 @@ def bench(name: str, data, seed: int) -> None:
         rep = calibration_report(res.model, cal, test)
         v_tr = violations(res.model, train, ALL)
         v_te = violations(res.model, test, ALL)
-        fmt = lambda v: " ".join(f"{x:.3f}" for x in v.values())  # noqa: E731
+        fmt = lambda v: " ".join(f"{x:.3f}" for x in v.values())
         print(f"{'+'.join(cons) or 'none':<6} {res.seconds:>6.1f} {res.seconds / base:>5.2f} "
               f"{rep['ranking_accuracy']:>6.3f} {rep['auc']:>6.3f} {rep['ece_raw']:>8.3f} "
               f"{rep['ece_calibrated']:>8.3f} {rep['temperature']:>5.2f}  {fmt(v_tr)} | {fmt(v_te)}")

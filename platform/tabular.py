@@ -32,13 +32,12 @@ import json
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Literal
-
-import numpy as np
-
 from platform.cli import add_common_train_options, parser, run_main
 from platform.config import build, deep_merge, load_yaml, parse_overrides
 from platform.errors import UsageError, require
+from typing import Any, Literal
+
+import numpy as np
 
 DATASETS = ("actg175", "support2", "kidney")
 #: accepted spellings of a sensitive attribute -> candidate column names in the cohort frame
@@ -178,8 +177,6 @@ def train_model(split: Split, cfg: TabularConfig, use_fairgrad: bool, log=None):
     """Train one MLP; same init and batch order for both arms (seeded). Returns (model, history)."""
     import torch
 
-    from algorithms.fairgrad import FairGrad
-
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny model: extra threads only contend (measured 9 ms vs 180 ms a step)
     try:
@@ -239,8 +236,11 @@ def predict(model, x: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------------- metrics
 def point_metrics(y: np.ndarray, score: np.ndarray, sensitive) -> dict[str, float]:
     """AUROC + fairlearn's EOD / equalized-odds / DP differences (``sensitive``: (n, A) frame)."""
-    from fairlearn.metrics import (demographic_parity_difference, equal_opportunity_difference,
-                                   equalized_odds_difference)
+    from fairlearn.metrics import (
+        demographic_parity_difference,
+        equal_opportunity_difference,
+        equalized_odds_difference,
+    )
     from sklearn.metrics import roc_auc_score
 
     pred = (score >= 0.5).astype(int)
@@ -332,11 +332,11 @@ def run(cfg: TabularConfig, log=None) -> dict[str, Any]:
 
 
 def format_table(results: dict[str, Any], cfg: TabularConfig) -> str:
-    level = int(round(cfg.confidence * 100))
+    level = round(cfg.confidence * 100)
     head = f"{'metric':<40} {'baseline':>26} {'fairgrad':>26}"
-    lines = [f"fairgrad-classifier on {cfg.dataset} (test n={results['n_test']}; "
-             f"groups: {' x '.join(results['attributes'])}; {level}% bootstrap CI)", head,
-             "-" * len(head)]
+    title = (f"fairgrad-classifier on {cfg.dataset} (test n={results['n_test']}; "
+             f"groups: {' x '.join(results['attributes'])}; {level}% bootstrap CI)")
+    lines = [title, head, "-" * len(head)]
     for prefix in [""] + [f"{a}/" for a in results["attributes"]]:
         for m in METRICS:
             if prefix and m == "auroc":
@@ -397,9 +397,9 @@ def main(algorithm: str, argv: list[str]) -> int:
 
 
 def run_and_log(cfg: TabularConfig) -> dict[str, Any]:
-    import mlflow
-
     from platform.tracking import log_metrics
+
+    import mlflow
 
     results = run(cfg, log=log_metrics)
     final = {f"{arm}/{k}": v for arm in ("baseline", "fairgrad", "delta")

@@ -99,8 +99,11 @@ def test_surrogates_equal_hard_gaps_on_saturated_scores():
     g = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
     pred = torch.tensor([1, 0, 0, 0, 1, 1, 1, 0], dtype=torch.float32)
     logits = (pred * 2 - 1) * 30
-    from fairlearn.metrics import (demographic_parity_difference, true_positive_rate_difference,
-                                   false_positive_rate_difference)
+    from fairlearn.metrics import (
+        demographic_parity_difference,
+        false_positive_rate_difference,
+        true_positive_rate_difference,
+    )
 
     dp = demographic_parity_difference(y.numpy(), pred.numpy(), sensitive_features=g.numpy())
     tpr = true_positive_rate_difference(y.numpy(), pred.numpy(), sensitive_features=g.numpy())
@@ -158,7 +161,7 @@ def test_fairgrad_equals_plain_step_without_conflict():
     x = torch.randn(16, 4)
     a, b = make(), make()
     opt_a, opt_b = torch.optim.Adam(a.parameters(), lr=0.01), torch.optim.Adam(b.parameters(), lr=0.01)
-    loss = lambda m: (m(x) ** 2).mean()  # noqa: E731
+    loss = lambda m: (m(x) ** 2).mean()
     FairGrad(opt_a, seed=0).step([loss(a), 0.5 * loss(a)])  # same direction: no projection
     opt_b.zero_grad()
     (1.5 * loss(b)).backward()

@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from platform.tabular import (
+    TabularConfig,
+    batch_metrics,
+    point_metrics,
+    predict,
+    prepare,
+    train_model,
+)
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-
-from platform.tabular import TabularConfig, batch_metrics, point_metrics, prepare, predict, train_model
 
 
 @pytest.fixture(autouse=True)
@@ -80,7 +86,7 @@ def test_cli_trains_both_models_and_logs_to_mlflow(repo_root, run_env, mlflow_ur
         [sys.executable, "-m", "platform.train", "fairgrad-classifier", "--dataset", "kidney",
          "--sensitive", "race,gender", "--epochs", "3", "--bootstrap", "200", "--seed", "1",
          "--tracking-uri", mlflow_uri, "--experiment", "fg-test"],
-        cwd=repo_root, env=run_env(), capture_output=True, text=True, timeout=280,
+        check=False, cwd=repo_root, env=run_env(), capture_output=True, text=True, timeout=280,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "equalized_odds_difference (intersection)" in proc.stdout
@@ -104,7 +110,7 @@ def test_unknown_dataset_exits_2_from_the_real_entry_point(repo_root, run_env, m
     proc = subprocess.run(
         [sys.executable, "-m", "platform.train", "fairgrad-classifier", "--dataset", "mimic",
          "--tracking-uri", mlflow_uri, "--experiment", "fg-bad"],
-        cwd=repo_root, env=run_env(), capture_output=True, text=True, timeout=120,
+        check=False, cwd=repo_root, env=run_env(), capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 2, proc.stderr
     assert "allowed: actg175, support2, kidney" in proc.stderr
@@ -120,7 +126,6 @@ def test_unknown_dataset_exits_2_from_the_real_entry_point(repo_root, run_env, m
 ])
 def test_bad_input_exits_2_and_leaves_no_run(args, needle, mlflow_uri, capsys):
     from pathlib import Path
-
     from platform.cli import run_main
     from platform.train import main
 
