@@ -211,7 +211,7 @@ class GroupRobustPPOConfig(PPOConfig):
 
     @override(PPOConfig)
     def training(self, *, robust_lambda=None, robust_mode=None, group_info_key=None,
-                 **kwargs) -> "GroupRobustPPOConfig":
+                 **kwargs) -> GroupRobustPPOConfig:
         super().training(**kwargs)
         if robust_lambda is not None:
             self.robust_lambda = robust_lambda

@@ -66,10 +66,11 @@ class EpisodeMetricsCallback(RLlibCallback):
         last = infos[-1] if infos else {}
         metrics = last.get("episode_metrics", {}) if isinstance(last, dict) else {}
         for name, value in metrics.items():
-            if isinstance(value, (int, float, np.floating, np.integer)) and not isinstance(value, bool):
-                if math.isfinite(float(value)):
-                    metrics_logger.log_value(str(name), float(value), reduce="mean",
-                                             window=EPISODE_WINDOW)
+            numeric = isinstance(value, (int, float, np.floating, np.integer)) \
+                and not isinstance(value, bool)
+            if numeric and math.isfinite(float(value)):
+                metrics_logger.log_value(str(name), float(value), reduce="mean",
+                                         window=EPISODE_WINDOW)
 
 
 def attach_callbacks(algo_config) -> None:

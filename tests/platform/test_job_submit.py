@@ -2,7 +2,8 @@
 
 Starts its own head on free ports (dashboard on 127.0.0.1), submits a 2-iteration
 group-robust PPO job on the rural hospital, waits for SUCCEEDED, finds the MLflow run,
-and stops only the processes of that head (never a global ``ray stop``: other Ray
+checks hygiene (HOME points at an empty dir for the head, the CLI and the job: nothing may
+appear in ``~/.ray`` or ``~/ray_results``), and stops only the processes of that head (never a global ``ray stop``: other Ray
 instances may be running on this machine).
 """
 
@@ -87,7 +88,9 @@ def test_ray_job_submit_trains_and_logs_to_mlflow(repo_root, run_env, tmp_path):
 
     gcs, dash, client_port, nm, om, agent, agent_grpc, rt_agent, metrics = _free_ports(9)
     ray_bin = str(Path(sys.executable).parent / "ray")
-    env = run_env(RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="disabled")
+    home = tmp_path / "home"
+    home.mkdir()
+    env = run_env(RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="disabled", HOME=str(home))
     env.pop("RAY_ADDRESS", None)
     log = (tmp_path / "head.log").open("w")
     head = subprocess.Popen(
@@ -132,6 +135,8 @@ def test_ray_job_submit_trains_and_logs_to_mlflow(repo_root, run_env, tmp_path):
         _kill_head(head, gcs)
         log.close()
 
+    assert not (home / ".ray").exists(), list((home / ".ray").rglob("*"))
+    assert not (home / "ray_results").exists(), list((home / "ray_results").rglob("*"))
     mlf = mlflow.MlflowClient(f"sqlite:///{db}")
     (run,) = mlf.search_runs([mlf.get_experiment_by_name("job-submit").experiment_id])
     assert run.info.status == "FINISHED"
