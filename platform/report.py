@@ -40,29 +40,36 @@ TAG_TRIAL = "equirl.sweep.trial_id"
 EPISODES_ARTIFACT = "eval/episodes.parquet"
 EVAL_PREFIX = "eval/"
 RETURN_KEY = "eval/return"
-TRAIN_GROUP_RETURN = "group/{group}/return"  # per-iteration training metric (step = iteration)
+CURVE_SUFFIXES = ("/return", "/objective")  # per-group training metric, first one present
 WAIT_SUFFIX = "/mean_wait"
 ALPHA = 0.05
 
 
 @dataclass(frozen=True)
 class MetricSpec:
-    """One reported metric: MLflow key, label, which direction is better, and its role."""
+    """One reported metric: MLflow key, label, which direction is better, and its role.
+
+    ``score_of_one`` marks fairness scores of the form 1 − unfairness (higher is fairer,
+    1 = perfectly fair): their "improvement %" is the relative reduction of the unfairness
+    1 − score, not of the score (0.80 -> 0.85 removes 25% of the unfairness).
+    """
 
     key: str
     label: str
     direction: Literal["higher", "lower"]
     role: Literal["efficiency", "fairness", "other"]
+    score_of_one: bool = False
 
 
-# Directions follow platform.allocation's definitions: DP/EO/individual are gaps or violation
-# rates (lower is fairer); WTE = 1 - CV(mean wait by group) (higher is fairer).
+# envs.hospital.metrics defines all four as scores in [0, 1], higher is fairer:
+# DP = 1 - max |treatment rate(g) - overall|, EO = 1 - max |success|treated(g) - overall|,
+# WTE = 1 - CV(mean wait by group), individual = 1 - mean |treated_i - kNN neighbours|.
 REQUIRED = (
     MetricSpec(RETURN_KEY, "return", "higher", "efficiency"),
-    MetricSpec("eval/fairness/dp", "DP gap", "lower", "fairness"),
-    MetricSpec("eval/fairness/eo", "EO gap", "lower", "fairness"),
-    MetricSpec("eval/fairness/wte", "wait-time equity", "higher", "fairness"),
-    MetricSpec("eval/fairness/individual", "individual unfairness", "lower", "fairness"),
+    MetricSpec("eval/fairness/dp", "DP", "higher", "fairness", score_of_one=True),
+    MetricSpec("eval/fairness/eo", "EO", "higher", "fairness", score_of_one=True),
+    MetricSpec("eval/fairness/wte", "WTE", "higher", "fairness", score_of_one=True),
+    MetricSpec("eval/fairness/individual", "individual", "higher", "fairness", score_of_one=True),
 )
 
 
@@ -202,7 +209,10 @@ def comparison_table(trials: pd.DataFrame, baseline: float) -> pd.DataFrame:
                 x, b = g[spec.key].to_numpy(), base[spec.key].to_numpy()
                 w = stats.welch(x, b)
                 kind = "retention" if spec.role == "efficiency" else "improvement"
-                ch = stats.relative_change(x, b, kind=kind, direction=spec.direction)
+                if spec.score_of_one:  # improvement = relative reduction of 1 - score
+                    ch = stats.relative_change(1 - x, 1 - b, kind=kind, direction="lower")
+                else:
+                    ch = stats.relative_change(x, b, kind=kind, direction=spec.direction)
                 rows.append({"scenario": scenario, "lambda": lam, "metric": spec.label,
                              "key": spec.key, "direction": spec.direction, "n": len(x),
                              "n_baseline": len(b), "mean": float(np.mean(x)),
@@ -294,26 +304,31 @@ def _err(frame: pd.DataFrame) -> np.ndarray:
 
 
 def training_curves(client, trials: pd.DataFrame) -> pd.DataFrame:
-    """Long table scenario, lambda, seed, group, iteration, value of ``group/<g>/return``.
+    """Long table scenario, lambda, seed, group, metric, iteration, value.
 
-    Metric histories are deduplicated on the step (= training_iteration): a replayed
-    iteration after a hard kill keeps its last logged value.
+    Per-group training curves: the env runners' ``group/<g>/return`` (mean episode return
+    of group g), or the learner's ``group/<g>/objective`` when no episode finished in a run
+    (tiny batches). Histories are deduplicated on the step (= training iteration): a
+    replayed iteration after a hard kill keeps its last logged value.
     """
     rows = []
     for r in _rows(trials):
         run = client.get_run(r.run_id)
-        groups = sorted({k.split("/")[1] for k in run.data.metrics
-                         if k.startswith("group/") and k.endswith("/return")})
-        for grp in groups:
-            hist = client.get_metric_history(r.run_id, TRAIN_GROUP_RETURN.format(group=grp))
+        keys = [k for k in run.data.metrics if k.startswith("group/") and k.count("/") == 2]
+        for suffix in CURVE_SUFFIXES:
+            chosen = sorted(k for k in keys if k.endswith(suffix))
+            if chosen:
+                break
+        for key in chosen:
             last: dict[int, tuple[int, float]] = {}
-            for m in hist:
+            for m in client.get_metric_history(r.run_id, key):
                 if m.step not in last or m.timestamp >= last[m.step][0]:
                     last[m.step] = (m.timestamp, m.value)
             rows += [{"scenario": r.scenario, "lambda": r.lam, "seed": r.seed,
-                      "group": grp, "iteration": step, "value": v}
-                     for step, (_, v) in sorted(last.items())]
-    return pd.DataFrame(rows, columns=["scenario", "lambda", "seed", "group", "iteration", "value"])
+                      "group": key.split("/")[1], "metric": key.split("/")[2], "iteration": step,
+                      "value": v} for step, (_, v) in sorted(last.items())]
+    return pd.DataFrame(rows, columns=["scenario", "lambda", "seed", "group", "metric",
+                                       "iteration", "value"])
 
 
 def plot_training_curves(curves: pd.DataFrame, path: Path) -> Path:
@@ -339,9 +354,11 @@ def plot_training_curves(curves: pd.DataFrame, path: Path) -> Path:
                                 agg["mean"] + agg["std"].fillna(0), color=color, alpha=0.15)
             ax.set_title(f"{sc}: group {grp}", fontsize=8)
             ax.set_xlabel("training iteration", fontsize=8)
-            ax.set_ylabel("group return", fontsize=8)
+            metric = ", ".join(sorted(sub["metric"].unique())) or "return"
+            ax.set_ylabel(f"group {metric}", fontsize=8)
             ax.tick_params(labelsize=7)
-    axes[0][-1].legend(fontsize=6)
+    if lams:
+        axes[0][-1].legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
@@ -477,7 +494,9 @@ def write_markdown(out: Path, meta: dict, summary: pd.DataFrame, comp: pd.DataFr
     lines += ["", f"## Each λ against λ={baseline:g}", "",
               "Welch's t-test (two-sided); p-values corrected with Bonferroni and Holm within "
               "each metric across all scenarios × λ; Cohen's d = (λ − baseline)/pooled sd. "
-              "Fairness improvement % is positive when the metric moves in its fairer direction; "
+              "Fairness metrics are scores in [0, 1] (1 = fair); fairness improvement % is the "
+              "relative reduction of the unfairness 1 − score against the baseline (positive = "
+              "fairer); "
               "efficiency retention % is 100·(1 + Δreturn/|baseline return|). "
               f"Significance level {ALPHA} after Holm correction.", "",
               "| scenario | λ | metric | mean (baseline) | d | p | p Bonf. | p Holm | change % [95% CI] | verdict |",

@@ -66,14 +66,14 @@ def test_report_detects_real_effect_and_says_null_is_not_significant(built):
     comp = pd.read_csv(out / "comparisons.csv")
     urban_dp = comp[(comp.scenario == "urban") & (comp.key == "eval/fairness/dp")
                     & np.isclose(comp["lambda"], 0.5)].iloc[0]
-    # dp 0.2 -> 0.2 - 0.075 (+37.5% in expectation), large negative d (lower is fairer)
+    # DP score 0.8 -> 0.875: unfairness 0.2 -> 0.125 (+37.5% in expectation), large d
     assert urban_dp.verdict == "significantly better"
     s = pd.read_csv(out / "summary.csv")
     cell = s[(s.scenario == "urban") & (s.key == "eval/fairness/dp")].set_index("lambda")["mean"]
-    assert urban_dp.change_pct == pytest.approx(100 * (cell[0.0] - cell[0.5]) / cell[0.0])
+    assert urban_dp.change_pct == pytest.approx(100 * (cell[0.5] - cell[0.0]) / (1 - cell[0.0]))
     assert 20 < urban_dp.change_pct < 55
     assert urban_dp.change_ci_low <= urban_dp.change_pct <= urban_dp.change_ci_high
-    assert urban_dp.cohens_d < -2
+    assert urban_dp.cohens_d > 2
     rural = comp[comp.scenario == "rural"]
     assert (rural["verdict"] == "not significant").all()
     md = (out / "report.md").read_text()

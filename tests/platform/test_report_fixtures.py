@@ -61,10 +61,10 @@ def make_sweep(uri: str, experiment: str, *, scenarios=("urban", "rural"), lambd
                        for g, w in waits.items()}})
                 summary = {
                     R.RETURN_KEY: float(ep["return"].mean()),
-                    "eval/fairness/dp": 0.2 - 0.15 * lam * effect + rng.normal(0, 0.01),
-                    "eval/fairness/eo": 0.1 - 0.05 * lam * effect + rng.normal(0, 0.01),
+                    "eval/fairness/dp": 0.8 + 0.15 * lam * effect + rng.normal(0, 0.01),
+                    "eval/fairness/eo": 0.9 + 0.05 * lam * effect + rng.normal(0, 0.01),
                     "eval/fairness/wte": 0.6 + 0.3 * lam * effect + rng.normal(0, 0.02),
-                    "eval/fairness/individual": 0.05 + rng.normal(0, 0.005),
+                    "eval/fairness/individual": 0.95 + rng.normal(0, 0.005),
                     "eval/util/beds": 0.8 + rng.normal(0, 0.02),
                     **{f"eval/group/{g}/mean_wait": float(ep[f"group/{g}/mean_wait"].mean())
                        for g in GROUPS},
