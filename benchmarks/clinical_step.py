@@ -25,13 +25,13 @@ def main(argv: list[str]) -> int:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = p.parse_args(argv)
 
-    import mlflow
-
     from platform import tracking
     from platform.clinical.config import ClinicalConfig
     from platform.clinical.driver import STAGES, Pipeline, train
     from platform.clinical.rollout import ROLLOUT_BACKENDS
     from platform.cluster import init_ray
+
+    import mlflow
 
     cfg = build(ClinicalConfig, deep_merge(
         {"algorithm": "fairgrpo", "iterations": args.steps, "eval_every": 0, "checkpoint_every": 0},

@@ -16,9 +16,8 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from typing import Any
-
 from platform.errors import UsageError
+from typing import Any
 
 LATEST = "latest"
 

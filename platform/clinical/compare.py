@@ -41,10 +41,10 @@ def _parser():
 
 def run_one(pipe, client, run_name: str, ckpt_root: str) -> dict[str, Any]:
     """Train one configured pipeline (actors already reset); returns its row of results."""
-    import mlflow
-
     from platform import tracking
     from platform.clinical.driver import train
+
+    import mlflow
 
     t0 = time.perf_counter()
     with tracking.tracked_run(run_name=run_name, tags={"algorithm": pipe.cfg.algorithm,
@@ -141,15 +141,15 @@ def write_report(out: Path, rows: list[dict[str, Any]], summary: dict[str, Any],
 def main(argv: list[str]) -> int:
     import datetime
     import platform as _platform
-
-    import mlflow
-    from envs.clinical import dataset, synth
-
     from platform import tracking
     from platform.clinical.config import ClinicalConfig
     from platform.clinical.driver import Pipeline
     from platform.cluster import init_ray
     from platform.config import build, deep_merge, parse_overrides
+
+    import mlflow
+
+    from envs.clinical import dataset, synth
 
     args = _parser().parse_args(argv)
     algs = [a.strip() for a in args.algorithms.split(",") if a.strip()]
@@ -181,7 +181,7 @@ def main(argv: list[str]) -> int:
             first.stop()
     c = cfgs[0]
     meta = {"command": "python -m platform.clinical.compare " + " ".join(argv),
-            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
             "machine": f"{_platform.machine()}, CPU", "iterations": c.iterations,
             "prompts_per_step": c.data.prompts_per_step, "group_size": c.rollout.group_size,
             "seeds": seeds, "eval_split": c.data.eval_split,

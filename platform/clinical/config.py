@@ -8,9 +8,8 @@ on construction with messages that say what to change.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
-
 from platform.errors import require
+from typing import Any, Literal
 
 # algorithm name (platform.train) -> advantage estimator name (algorithms.advantages) + sampler
 ALGORITHM_ESTIMATORS: dict[str, str] = {

@@ -15,13 +15,12 @@ import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
-
-import numpy as np
-
 from platform.clinical.config import ClinicalConfig
 from platform.errors import UsageError
 from platform.registry import RegistryError
+from typing import Any
+
+import numpy as np
 
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 STAGES = ("rollout", "reward", "advantage", "update", "sync", "evaluate", "checkpoint")
@@ -101,9 +100,9 @@ def row_image(row: dict) -> bytes | None:
         return bytes(data)
     if not row.get("image_path"):
         return None
-    from envs.clinical.dataset import load_image
-
     from platform.clinical.learner import image_bytes
+
+    from envs.clinical.dataset import load_image
 
     return image_bytes(load_image(row))
 
@@ -112,11 +111,11 @@ class Pipeline:
     """Everything a step needs; one method per stage (each a thin call into its owner)."""
 
     def __init__(self, cfg: ClinicalConfig):
+        from platform.clinical import models
+
         from algorithms.advantages import get_estimator
         from envs.clinical import dataset, synth
         from envs.clinical.rewards import REWARDS
-
-        from platform.clinical import models
 
         self.cfg = cfg
         self.model_path = str(models.resolve_model_path(cfg.model.path))
@@ -172,9 +171,9 @@ class Pipeline:
 
     # -- stages -----------------------------------------------------------------------------
     def request(self, df, idx: list[int], n: int, temperature: float, seed: int):
-        from envs.clinical.prompts import build_messages
-
         from platform.clinical.rollout import GenerationRequest
+
+        from envs.clinical.prompts import build_messages
 
         rows = [df.iloc[i].to_dict() for i in idx]
         return rows, GenerationRequest(
@@ -224,6 +223,7 @@ class Pipeline:
     def evaluate(self, step: int) -> dict[str, float]:
         """Greedy answers on the held-out prompts -> per-group clinical fairness metrics."""
         import pandas as pd
+
         from algorithms.clinical_metrics import clinical_fairness_report
         from envs.clinical.rewards import parse_choice
 

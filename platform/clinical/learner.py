@@ -26,9 +26,8 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
 from platform.cluster import REPO_ROOT
+from typing import Any
 
 TORCH_EXTENSIONS_DIR = REPO_ROOT / ".cache" / "torch_extensions"
 
@@ -109,10 +108,10 @@ class LearnerImpl:
         os.environ.update(MASTER_ADDR=master_addr, MASTER_PORT=str(master_port), RANK=str(rank),
                           WORLD_SIZE=str(world_size), LOCAL_RANK="0")
         os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(TORCH_EXTENSIONS_DIR))
+        from platform.clinical import models
+
         import deepspeed
         import torch
-
-        from platform.clinical import models
 
         self.rank, self.world, self.cfg, self.temperature = rank, world_size, cfg, temperature
         on_gpu = torch.cuda.is_available() and cfg.get("num_gpus", 0) > 0
@@ -159,9 +158,9 @@ class LearnerImpl:
     # -- tensors ----------------------------------------------------------------------------
     def _collate(self, batch: TrainBatch):
         """Right-padded ``input_ids, attention_mask, completion mask (B, L)`` + pixel values."""
-        import torch
-
         from platform.clinical.rollout import decode_image
+
+        import torch
 
         seqs = [p + c for p, c in zip(batch.prompt_ids, batch.completion_ids)]
         L = max(len(s) for s in seqs)

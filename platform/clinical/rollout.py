@@ -15,9 +15,8 @@ import io
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
-
 from platform.registry import Registry
+from typing import Any, Protocol, runtime_checkable
 
 
 @dataclass
@@ -134,9 +133,9 @@ class HFBackend:
         """``answer_letters`` (e.g. ``"ABC"``): constrained decoding for tiny-model runs — the
         first token must be one of these letters, the second a stop token, so a random tiny
         model answers in a parseable form from step one. Empty (default) = free text."""
-        import torch
-
         from platform.clinical import models
+
+        import torch
 
         if torch_threads:
             torch.set_num_threads(torch_threads)

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any
-
 from platform.clinical.config import ALGORITHM_ESTIMATORS, ClinicalConfig
 from platform.errors import UsageError
+from typing import Any
 
 
 def _parser(algorithm: str):

@@ -18,9 +18,9 @@ ARGS = ["--set", "data.prompts_per_step=4", "--set", "rollout.group_size=4",
 @pytest.fixture(scope="module")
 def run(ray_session, tmp_path_factory):
     """One 2-step fairgrpo run; returns (tracking uri, checkpoint dir, run)."""
-    import mlflow
-
     from platform.clinical.train import main
+
+    import mlflow
 
     tmp = tmp_path_factory.mktemp("clinical-e2e")
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
@@ -34,8 +34,9 @@ def run(ray_session, tmp_path_factory):
 
 
 def test_e2e_mlflow_metrics_and_parameters_changed(run):
-    import mlflow
     from platform.clinical import models
+
+    import mlflow
 
     uri, ck, r, _ = run
     assert r.info.status == "FINISHED"
@@ -63,10 +64,10 @@ def test_e2e_mlflow_metrics_and_parameters_changed(run):
 
 
 def test_resume_continues_same_run(run):
-    import mlflow
-
     from platform.clinical import checkpoint
     from platform.clinical.train import main
+
+    import mlflow
 
     uri, ck, r, argv = run
     before = checkpoint.load_driver_state(checkpoint.latest(ck))

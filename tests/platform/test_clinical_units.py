@@ -5,16 +5,15 @@ from __future__ import annotations
 import io
 import subprocess
 import sys
-
-import numpy as np
-import pytest
-
 from platform.clinical.config import ClinicalConfig
 from platform.clinical.driver import DataCursor
 from platform.clinical.learner import TrainBatch, ppo_token_loss, shard_batch
 from platform.clinical.rollout import decode_image
 from platform.config import build
 from platform.errors import ConfigError, UsageError
+
+import numpy as np
+import pytest
 
 torch = pytest.importorskip("torch")
 
@@ -138,9 +137,9 @@ def tiny_path():
 
 
 def test_tiny_build_is_deterministic(tmp_path, tiny_path):
-    from safetensors.torch import load_file
-
     from platform.clinical import models
+
+    from safetensors.torch import load_file
 
     spec = models.TinyVLMSpec()
     models.build_tiny_vlm(tmp_path / "again", spec)
@@ -259,9 +258,9 @@ def test_cli_bad_input_raises_usage_error_before_ray(argv, words, mlflow_uri):
 
 
 def test_cli_empty_split_and_resume_without_checkpoint(tmp_path, mlflow_uri):
-    from envs.clinical.synth import write_synthetic
-
     from platform.clinical.train import main
+
+    from envs.clinical.synth import write_synthetic
 
     write_synthetic(tmp_path / "d", n_per_source=6, split_fractions=(1.0, 0.0, 0.0))
     with pytest.raises(UsageError, match="split 'val' is empty"):
@@ -279,11 +278,10 @@ def test_cli_exit_code_2(run_env, repo_root):
 
 def test_fairgrad_surrogate_gradient_is_projected_sum():
     """learner.fairgrad: the surrogate's gradient equals algorithms.fairgrad's projected sum."""
+    from platform.clinical.learner import LearnerImpl
     from types import SimpleNamespace
 
     from algorithms.fairgrad import fairgrad_losses_from_groups, project_conflicting
-
-    from platform.clinical.learner import LearnerImpl
 
     torch.manual_seed(0)
     net = torch.nn.Linear(3, 1)
@@ -307,10 +305,10 @@ def test_fairgrad_surrogate_gradient_is_projected_sum():
 
 def test_any_local_text_only_model_dir_works(tmp_path):
     """``--model PATH``: a text-only causal LM dir (tokenizer + chat template) loads and samples."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     from platform.clinical import models
     from platform.clinical.rollout import ROLLOUT_BACKENDS, GenerationRequest
+
+    from transformers import LlamaConfig, LlamaForCausalLM
 
     tok = models.train_tokenizer(models.TinyVLMSpec())
     torch.manual_seed(0)
