@@ -59,16 +59,16 @@ def project_conflicting(
         return []
     rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
     originals = [g.detach() for g in grads]
-    sq_norms = [torch.dot(g, g) for g in originals]
+    sq_norms = [float(torch.dot(g, g)) for g in originals]
     out: list[torch.Tensor] = []
     for i, gi in enumerate(originals):
         proj = gi.clone()
         others = [j for j in range(len(originals)) if j != i]
         for j in rng.permutation(others) if others else []:
             j = int(j)
-            dot = torch.dot(proj, originals[j])
+            dot = float(torch.dot(proj, originals[j]))
             if dot < 0 and sq_norms[j] > 0:
-                proj = proj - (dot / sq_norms[j]) * originals[j]
+                proj.add_(originals[j], alpha=-dot / sq_norms[j])  # in place: no temporaries
         out.append(proj)
     return out
 
@@ -231,11 +231,14 @@ class FairGrad:
             for k, (w, loss) in enumerate(zip(weights, losses))
         ]
         stats = _pair_stats(grads)
-        total = torch.stack(project_conflicting(grads, self.rng)).sum(0)
+        projected = project_conflicting(grads, self.rng)  # fresh tensors: safe to add into
+        total = projected[0]
+        for g in projected[1:]:
+            total.add_(g)
         offset = 0
-        for p in self.params:
+        for p in self.params:  # non-overlapping views of one flat buffer
             n = p.numel()
-            p.grad = total[offset : offset + n].view_as(p).to(p.dtype).clone()
+            p.grad = total[offset : offset + n].view_as(p).to(p.dtype)
             offset += n
         return FairGradStats(stats[0], stats[1], float(total.norm()))
 
