@@ -1,0 +1,509 @@
+"""``python -m platform.sweep group-robust-ppo --scenarios ... --lambdas ... --seeds N``: λ × seed grids.
+
+A Ray Tune grid over scenarios × λ × seeds of group-robust PPO (the EquiRL hospital-
+allocation report's protocol: L = (1-λ)·L_PPO + λ·L_robust, several seeds per cell, four
+hospitals). Each trial trains with :mod:`platform.allocation` (RLlib), then runs E greedy
+evaluation episodes on fixed evaluation seeds (``eval_seed_base + i``, disjoint from the
+training seeds and identical for every trial).
+
+* Concurrency: at most ``cluster CPUs // CPUs per trial`` trials at once.
+* MLflow: one parent run per sweep, one child run per trial (params from
+  ``platform.allocation.train.mlflow_params``; metrics per iteration with step = training
+  iteration; evaluation means as ``eval/...``; per-episode rows as ``eval/episodes.parquet``).
+  Logged from the driver by a Tune callback, so it works when trials run on other nodes.
+* Resilience: ``FailureConfig(max_failures=...)`` retries a failing trial and never stops the
+  others; ``--resume`` continues an interrupted sweep with ``Tuner.restore`` into the same
+  parent and child runs; iterations already logged (a replay after a hard kill) are skipped.
+* Storage: ``<storage_root()>/sweeps/<name>`` (``EQUIRL_STORAGE``), never ``~/ray_results``.
+* Cluster: ``ray job submit --working-dir . -- python -m platform.sweep ...`` (RAY_ADDRESS).
+
+Then ``python -m platform.report --experiment NAME --out DIR`` writes the statistics report.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from platform import cli
+from platform import config as config_lib
+from platform.errors import UsageError
+from platform.registry import Registry
+from platform.report import PARAM_LAMBDA, PARAM_SCENARIO, PARAM_SEED, TAG_ROLE, TAG_SWEEP, TAG_TRIAL
+
+STEP_KEY = "iteration"  # the algorithm's training iteration (MLflow step)
+EPISODES_KEY = "eval_episode_rows"  # per-episode table in the last result (dict of lists)
+SPEC_FILE = "equirl_sweep.json"
+
+# name -> "module:function" trainable (a Tune function trainable taking the trial config)
+SWEEPABLE: Registry = Registry("sweep algorithm")
+SWEEPABLE.register("group-robust-ppo", "platform.sweep:allocation_trial",
+                   help="group-robust PPO on the hospital simulators (platform.allocation)")
+
+
+@dataclass
+class SweepSpec:
+    """What one sweep runs; saved next to Tune's state so ``--resume`` reruns the same grid."""
+
+    algorithm: str
+    scenarios: list[str]
+    lambdas: list[float]
+    seeds: list[int]
+    base: dict[str, Any] = field(default_factory=dict)  # AllocationConfig fields shared by trials
+    name: str = ""
+    experiment: str = ""
+    parent_run_id: str | None = None
+    max_failures: int = 1
+
+    @property
+    def n_trials(self) -> int:
+        return len(self.scenarios) * len(self.lambdas) * len(self.seeds)
+
+
+# ----------------------------------------------------------------------- parsing
+def parse_list(text: str, flag: str, kind=float) -> list:
+    items = [t.strip() for t in (text or "").split(",") if t.strip()]
+    if not items:
+        raise UsageError(f"{flag}: empty list; give comma-separated values, e.g. {flag} 0,0.1,0.3")
+    try:
+        values = [kind(t) for t in items]
+    except ValueError:
+        raise UsageError(f"{flag}: {text!r} is not a comma-separated list of numbers") from None
+    if len(set(values)) != len(values):
+        raise UsageError(f"{flag}: duplicate values in {text!r}")
+    return values
+
+
+def parse_lambdas(text: str) -> list[float]:
+    lambdas = parse_list(text, "--lambdas")
+    bad = [x for x in lambdas if not (0.0 <= x <= 1.0) or math.isnan(x)]
+    if bad:
+        raise UsageError(f"--lambdas: {', '.join(f'{x:g}' for x in bad)} outside [0, 1]; "
+                         "λ weights L_robust in (1-λ)·L_PPO + λ·L_robust")
+    return lambdas
+
+
+def parse_scenarios(text: str) -> list[str]:
+    names = parse_list(text, "--scenarios", kind=str)
+    from platform.allocation import scenarios
+
+    known = scenarios.names()
+    unknown = [n for n in names if known and n not in known]
+    if unknown:
+        raise UsageError(f"--scenarios: unknown {', '.join(unknown)}; allowed: {', '.join(known)}")
+    return names
+
+
+def build_spec(algorithm: str, argv: list[str]) -> tuple[SweepSpec, Any]:
+    """argv -> (SweepSpec, argparse namespace); every trial config is validated here."""
+    p = cli.parser(f"python -m platform.sweep {algorithm}", __doc__.split("\n\n")[0])
+    cli.add_common_train_options(p)
+    g = p.add_argument_group("sweep options")
+    g.add_argument("--scenarios", default="urban,rural,pediatric,surge",
+                   help="comma-separated scenarios (default all four hospitals)")
+    g.add_argument("--lambdas", default="0,0.1,0.2,0.3,0.4,0.5", help="comma-separated λ in [0, 1]")
+    g.add_argument("--seeds", type=int, default=5,
+                   help="seeds per cell: --seed, --seed+1, ... (default 5)")
+    g.add_argument("--name", default=None, help="sweep name (default: the experiment name)")
+    g.add_argument("--max-failures", type=int, default=1, help="retries of a failing trial")
+    g.add_argument("--max-concurrent", type=int, default=None,
+                   help="cap on concurrent trials (default: cluster CPUs // CPUs per trial)")
+    a = p.parse_args(argv)
+    if a.seeds < 1:
+        raise UsageError(f"--seeds: got {a.seeds}; need >= 1 seed per cell")
+    if a.max_failures < 0:
+        raise UsageError(f"--max-failures: got {a.max_failures}; must be >= 0")
+    base: dict[str, Any] = config_lib.load_yaml(a.config) if a.config else {}
+    base = config_lib.deep_merge(base, config_lib.parse_overrides(a.overrides))
+    for key in ("scenario", "robust_lambda", "seed", "algorithm"):
+        if key in base:
+            raise UsageError(f"--set {key}: set by the sweep grid; use --scenarios/--lambdas/--seeds")
+    base.setdefault("num_env_runners", 0)  # one CPU per trial: sample in the trial process
+    if a.iterations is not None:
+        base["iterations"] = a.iterations
+    seed0 = 0 if a.seed is None else a.seed
+    experiment = a.experiment or "allocation-sweep"
+    spec = SweepSpec(algorithm=algorithm, scenarios=parse_scenarios(a.scenarios),
+                     lambdas=parse_lambdas(a.lambdas), seeds=list(range(seed0, seed0 + a.seeds)),
+                     base=base, name=a.name or experiment, experiment=experiment,
+                     max_failures=a.max_failures)
+    for sc in spec.scenarios:  # fail on bad --set fields before anything starts
+        for seed in (spec.seeds[0], spec.seeds[-1]):
+            trial_config(spec, sc, spec.lambdas[-1], seed)
+    return spec, a
+
+
+def trial_config(spec: SweepSpec, scenario: str, lam: float, seed: int):
+    """The validated AllocationConfig of one grid cell."""
+    from platform.allocation.config import AllocationConfig
+
+    data = {**spec.base, "algorithm": spec.algorithm, "scenario": scenario,
+            "robust_lambda": lam, "seed": seed}
+    return config_lib.build(AllocationConfig, data)
+
+
+# ------------------------------------------------------------------ the trainable
+def allocation_trial(config: dict[str, Any]) -> None:
+    """Tune function trainable: train (resuming from Tune's checkpoint), then evaluate.
+
+    Reports once per training iteration (``iteration`` = the algorithm's iteration); the
+    last report carries the evaluation means (``eval/...``) and the per-episode rows.
+    """
+    from ray import tune
+
+    from algorithms import rllib_adapter
+    from platform.allocation import evaluate as evaluation
+    from platform.allocation import scenarios
+    from platform.allocation.config import AllocationConfig
+    from platform.allocation.train import build_algo, iteration_metrics
+
+    cfg = config_lib.build(AllocationConfig, {**config["base"], "algorithm": config["algorithm"],
+                                              **config["cell"]})
+    with scenarios.make(cfg.scenario, cfg.env_creator_config()) as probe:
+        group_names = evaluation.group_names_of(probe)
+    algo = build_algo(cfg)
+    try:
+        checkpoint = tune.get_checkpoint()
+        if checkpoint:
+            with checkpoint.as_directory() as path:
+                rllib_adapter.restore_checkpoint(algo, path)
+        while algo.iteration < cfg.iterations:
+            metrics = iteration_metrics(algo.train(), group_names)
+            it = int(metrics.pop("training_iteration"))
+            metrics[STEP_KEY] = it
+            if it >= cfg.iterations and cfg.eval_episodes:
+                df = evaluation.evaluate(algo, cfg, cfg.eval_episodes, cfg.eval_seeds())
+                metrics.update(evaluation.summarize(df))
+                metrics[EPISODES_KEY] = df.to_dict("list")
+            if cfg.checkpoint_every and it % cfg.checkpoint_every == 0 and it < cfg.iterations:
+                with tempfile.TemporaryDirectory() as tmp:
+                    rllib_adapter.save_checkpoint(algo, tmp)
+                    tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
+            else:
+                tune.report(metrics)
+    finally:
+        algo.stop()
+
+
+# -------------------------------------------------------------- MLflow callback
+def _tune_callback_base():
+    from ray import tune
+
+    return tune.Callback
+
+
+class MlflowSweepCallback(_tune_callback_base()):
+    """Driver-side Tune callback: one child MLflow run per trial under the sweep's parent.
+
+    Idempotent across ``Tuner.restore``: a trial's child run is found again by its Tune
+    trial id (tag), and steps at or below the last logged ``iteration`` are not logged again.
+    """
+
+    def __init__(self, uri: str, experiment_id: str, parent_run_id: str, spec: dict[str, Any]):
+        self.uri, self.experiment_id, self.parent_run_id = uri, experiment_id, parent_run_id
+        self.spec = spec
+        self._runs: dict[str, str] = {}
+        self._last: dict[str, int] = {}
+
+    def __getstate__(self):  # caches are rebuilt from MLflow after Tuner.restore
+        return {k: v for k, v in self.__dict__.items() if k not in ("_runs", "_last", "_client")}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._runs, self._last = {}, {}
+
+    @property
+    def client(self):
+        if getattr(self, "_client", None) is None:
+            import mlflow
+
+            self._client = mlflow.MlflowClient(self.uri)
+        return self._client
+
+    def run_id(self, trial) -> str:
+        """The trial's child run (found by trial id, else created with its params)."""
+        tid = trial.trial_id
+        if tid in self._runs:
+            return self._runs[tid]
+        found = self.client.search_runs(
+            [self.experiment_id], f"tags.mlflow.parentRunId = '{self.parent_run_id}' and "
+            f"tags.`{TAG_TRIAL}` = '{tid}'", max_results=1)
+        if found:
+            rid = found[0].info.run_id
+            hist = self.client.get_metric_history(rid, STEP_KEY)
+            self._last[rid] = int(max((m.value for m in hist), default=0))
+        else:
+            rid = self._create_run(trial)
+            self._last[rid] = 0
+        self._runs[tid] = rid
+        return rid
+
+    def _create_run(self, trial) -> str:
+        from mlflow.entities import Param
+
+        from platform.allocation.train import mlflow_params
+
+        c = trial.config["cell"]
+        spec = SweepSpec(**{**self.spec, "parent_run_id": self.parent_run_id})
+        cfg = trial_config(spec, c["scenario"], c["robust_lambda"], c["seed"])
+        run = self.client.create_run(self.experiment_id, run_name=_trial_name(trial.config), tags={
+            "mlflow.parentRunId": self.parent_run_id, TAG_ROLE: "trial", TAG_TRIAL: trial.trial_id,
+            TAG_SWEEP: spec.name, "equirl.algorithm": spec.algorithm})
+        params = {**mlflow_params(cfg), "eval_episodes": cfg.eval_episodes,
+                  "eval_seed_base": cfg.eval_seed_base}
+        for must in (PARAM_SCENARIO, PARAM_LAMBDA, PARAM_SEED):
+            assert must in params, must
+        self.client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()])
+        return run.info.run_id
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        rid = self.run_id(trial)
+        self.client.update_run(rid, status="RUNNING")
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        from mlflow.entities import Metric
+
+        from platform.tracking import clean_metric_name
+
+        rid = self.run_id(trial)
+        step = int(result.get(STEP_KEY, 0))
+        if step <= self._last.get(rid, 0):
+            return  # replayed iteration (restore after a hard kill): already logged
+        now = _now_ms()
+        metrics = [Metric(clean_metric_name(k), float(v), now, step)
+                   for k, v in result.items() if _is_metric(k, v)]
+        for i in range(0, len(metrics), 900):  # MLflow's log_batch limit is 1000
+            self.client.log_batch(rid, metrics=metrics[i:i + 900])
+        rows = result.get(EPISODES_KEY)
+        if rows:
+            self._log_episodes(rid, rows)
+        self._last[rid] = step
+        print(_progress(trial, step, result), flush=True)
+
+    def _log_episodes(self, rid: str, rows: dict[str, list]) -> None:
+        import pandas as pd
+
+        from platform.report import EPISODES_ARTIFACT
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / Path(EPISODES_ARTIFACT).name
+            pd.DataFrame(rows).to_parquet(path, index=False)
+            self.client.log_artifact(rid, str(path), artifact_path=str(Path(EPISODES_ARTIFACT).parent))
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self.client.set_terminated(self.run_id(trial), "FINISHED")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self.client.set_terminated(self.run_id(trial), "FAILED")
+
+
+# Tune adds bookkeeping keys to every result; they are not metrics of the run.
+_TUNE_KEYS = {"training_iteration", "timestamp", "time_this_iter_s", "time_total_s", "pid",
+              "time_since_restore", "iterations_since_restore", "timesteps_total",
+              "episodes_total", "done", "checkpoint_dir_name", "should_checkpoint"}
+
+
+def _is_metric(key: str, value: Any) -> bool:
+    if key in _TUNE_KEYS or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return math.isfinite(float(value))
+
+
+def _now_ms() -> int:
+    import time
+
+    return int(time.time() * 1000)
+
+
+def _progress(trial, step: int, r: dict[str, Any]) -> str:
+    def f(key: str) -> str:
+        return f"{r[key]:.3f}" if isinstance(r.get(key), (int, float)) else "-"
+
+    line = (f"[{_trial_name(trial.config)}] iter {step}  return {f('return_mean')}  "
+            f"group_gap {f('group_gap')}")
+    if "eval/return" in r:
+        line += (f"  | eval return {f('eval/return')}  dp {f('eval/fairness/dp')}  "
+                 f"wte {f('eval/fairness/wte')}")
+    return line
+
+
+def _trial_name(config: dict[str, Any]) -> str:
+    c = config["cell"]
+    return f"{c['scenario']}-l{c['robust_lambda']:g}-s{c['seed']}"
+
+
+# --------------------------------------------------------------------- driver
+def sweep_dir(name: str) -> Path:
+    from platform.cluster import storage_root
+
+    return storage_root() / "sweeps" / name
+
+
+def _param_space(spec: SweepSpec) -> dict[str, Any]:
+    """One grid axis of cells, in this order: scenario (slowest), λ, seed (fastest).
+
+    Tune orders several ``grid_search`` axes by key name, not as given; one axis of cells
+    keeps the order, so whole scenario × λ cells (all seeds) finish first and a partial
+    sweep can already be analysed.
+    """
+    from ray import tune
+
+    cells = [{"scenario": sc, "robust_lambda": lam, "seed": seed}
+             for sc in spec.scenarios for lam in spec.lambdas for seed in spec.seeds]
+    return {"algorithm": spec.algorithm, "base": spec.base, "cell": tune.grid_search(cells)}
+
+
+def _resources(spec: SweepSpec):
+    """One CPU for the trial (learner + local sampling) plus one per remote env runner."""
+    from ray import tune
+
+    runners = int(spec.base.get("num_env_runners", 0))
+    return tune.PlacementGroupFactory([{"CPU": 1}] + [{"CPU": 1}] * runners)
+
+
+def max_concurrent(spec: SweepSpec, requested: int | None) -> int:
+    import ray
+
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    per_trial = 1 + int(spec.base.get("num_env_runners", 0))
+    bound = max(1, cpus // per_trial)
+    if per_trial > cpus:
+        raise UsageError(f"--set num_env_runners: a trial needs {per_trial} CPUs, the cluster has {cpus}")
+    return min(bound, requested) if requested else bound
+
+
+def _parent_run(client, exp_id: str, spec: SweepSpec) -> str:
+    from mlflow.entities import Param
+
+    run = client.create_run(exp_id, run_name=f"sweep-{spec.name}", tags={
+        TAG_ROLE: "parent", TAG_SWEEP: spec.name, "equirl.algorithm": spec.algorithm})
+    params = {"algorithm": spec.algorithm, "scenarios": ",".join(spec.scenarios),
+              "lambdas": ",".join(f"{x:g}" for x in spec.lambdas),
+              "seeds": ",".join(map(str, spec.seeds)), "n_trials": spec.n_trials,
+              **{k: v for k, v in sorted(spec.base.items()) if not isinstance(v, (dict, list))}}
+    cfg = trial_config(spec, spec.scenarios[0], spec.lambdas[0], spec.seeds[0])
+    params.update(iterations=cfg.iterations, eval_episodes=cfg.eval_episodes,
+                  train_batch_size=cfg.train_batch_size, eval_seed_base=cfg.eval_seed_base)
+    client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()])
+    return run.info.run_id
+
+
+def _load_resume(spec: SweepSpec, path: Path) -> SweepSpec:
+    saved = SweepSpec(**json.loads((path / SPEC_FILE).read_text()))
+    differs = [k for k in ("algorithm", "scenarios", "lambdas", "seeds", "base")
+               if getattr(saved, k) != getattr(spec, k)]
+    if differs:
+        raise UsageError(f"--resume: sweep {spec.name!r} was started with different "
+                         f"{', '.join(differs)}; rerun with the original options or a new --name")
+    return saved
+
+
+def check_sweep_path(spec: SweepSpec, resume: bool) -> Path:
+    """The sweep's Tune directory; UsageError if --resume has nothing to resume or a new
+    sweep would overwrite one."""
+    path = sweep_dir(spec.name)
+    if resume and not (path / "tuner.pkl").exists():
+        raise UsageError(f"--resume: no sweep {spec.name!r} at {path}; start it without --resume")
+    if not resume and path.exists():
+        raise UsageError(f"--name: sweep {spec.name!r} already exists at {path}; pass --resume "
+                         "to continue it or choose another --name")
+    return path
+
+
+def run_sweep(spec: SweepSpec, *, uri: str, exp_id: str, resume: bool = False,
+              trainable=None, max_concurrent_trials: int | None = None) -> dict[str, Any]:
+    """Run (or resume) the grid; returns counts of finished/errored trials."""
+    import mlflow
+    from ray import tune
+
+    from platform.cluster import init_ray
+
+    path = check_sweep_path(spec, resume)
+    if resume:
+        spec = _load_resume(spec, path)
+    init_ray()
+    client = mlflow.MlflowClient(uri)
+    trainable = trainable or SWEEPABLE.get(spec.algorithm)
+    trainable = tune.with_resources(trainable, _resources(spec))
+    if resume:
+        client.update_run(spec.parent_run_id, status="RUNNING")
+        tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True,
+                                   resume_errored=True)
+    else:
+        spec.parent_run_id = _parent_run(client, exp_id, spec)
+        callback = MlflowSweepCallback(uri, exp_id, spec.parent_run_id,
+                                       {k: v for k, v in asdict(spec).items() if k != "parent_run_id"})
+        tuner = tune.Tuner(
+            trainable, param_space=_param_space(spec),
+            tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent(spec, max_concurrent_trials)),
+            run_config=tune.RunConfig(
+                name=spec.name, storage_path=str(path.parent), callbacks=[callback], verbose=0,
+                failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))
+        path.mkdir(parents=True, exist_ok=True)
+        (path / SPEC_FILE).write_text(json.dumps(asdict(spec), indent=2))
+    status = "KILLED"
+    try:
+        results = tuner.fit()
+        errors = [r for r in results if r.error is not None]
+        done = results.num_terminated + results.num_errors
+        interrupted = done < spec.n_trials  # Ctrl-C: Tune saved its state and returned
+        # failed trials are FAILED child runs + a count on the parent
+        status = "KILLED" if interrupted else "FINISHED"
+        client.set_tag(spec.parent_run_id, "equirl.sweep.failed_trials", str(len(errors)))
+        return {"trials": spec.n_trials, "done": done, "errors": len(errors),
+                "interrupted": interrupted, "parent_run_id": spec.parent_run_id, "path": str(path),
+                "failed": [_last_line(r.error) for r in errors]}
+    finally:
+        _end_unfinished_children(client, exp_id, spec.parent_run_id)
+        client.set_terminated(spec.parent_run_id, status)
+
+
+def _last_line(error: BaseException) -> str:
+    """The exception line of a (Ray-wrapped) trial error, e.g. ``RuntimeError: ...``."""
+    lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()]
+    return (lines[-1] if lines else repr(error))[:300]
+
+
+def _end_unfinished_children(client, exp_id: str, parent_id: str) -> None:
+    """Trial runs still RUNNING after fit() returned were interrupted: KILLED (resume reopens)."""
+    for run in client.search_runs([exp_id], f"tags.mlflow.parentRunId = '{parent_id}' and "
+                                  "attributes.status = 'RUNNING'", max_results=10_000):
+        client.set_terminated(run.info.run_id, "KILLED")
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] in ("-h", "--help"):
+        print(f"usage: python -m platform.sweep <algorithm> [options]\n\nalgorithms: "
+              f"{', '.join(SWEEPABLE.names())}\n\n{__doc__}")
+        return 0 if argv else 2
+    algorithm, rest = argv[0], argv[1:]
+    if algorithm not in SWEEPABLE:
+        raise UsageError(f"unknown algorithm {algorithm!r}; known: {', '.join(SWEEPABLE.names())}")
+    spec, args = build_spec(algorithm, rest)
+    check_sweep_path(spec, args.resume)
+    from platform import tracking
+
+    uri, exp_id = tracking.setup(args.tracking_uri, spec.experiment)
+    res = run_sweep(spec, uri=uri, exp_id=exp_id, resume=args.resume,
+                    max_concurrent_trials=args.max_concurrent)
+    if res["interrupted"]:
+        print(f"sweep {spec.name} interrupted (MLflow parent run {res['parent_run_id']} in {uri}); "
+              "continue with the same command plus --resume", file=sys.stderr)
+        return 130
+    ok = res["done"] - res["errors"]
+    print(f"sweep {spec.name}: {ok}/{res['trials']} trials finished, {res['errors']} failed; "
+          f"MLflow parent run {res['parent_run_id']} in {uri}")
+    for err in res["failed"]:
+        print(f"  failed trial: {err}", file=sys.stderr)
+    print(f"report: python -m platform.report --experiment {spec.experiment} --out DIR")
+    return 0 if not res["errors"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run_main(main))
