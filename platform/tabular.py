@@ -13,7 +13,9 @@ FairGrad (task loss + one smooth fairness loss per sensitive attribute, conflict
 projected; ``algorithms.fairgrad``, arXiv 2504.14388) -> evaluate both on the test split:
 AUROC, EOD (TPR gap), equalized-odds difference and demographic-parity difference (fairlearn
 definitions) over the intersection of the sensitive columns and per attribute, each with a
-percentile bootstrap 95% CI over test patients -> print a table -> log to MLflow.
+percentile bootstrap 95% CI over test patients (resampling patients; the max - min gaps are
+biased upwards under resampling, so a point estimate can sit low in, or below, its
+interval) -> print a table -> log to MLflow.
 
 MLflow layout: ONE run per invocation (name ``fairgrad-classifier/<dataset>``) with metric
 namespaces ``baseline/...`` and ``fairgrad/...`` (``<model>/<metric>``, ``<model>/<metric>/ci_low``,
@@ -333,7 +335,7 @@ def run(cfg: TabularConfig, log=None) -> dict[str, Any]:
 
 def format_table(results: dict[str, Any], cfg: TabularConfig) -> str:
     level = round(cfg.confidence * 100)
-    head = f"{'metric':<40} {'baseline':>26} {'fairgrad':>26}"
+    head = f"{'metric':<46} {'baseline':>22} {'fairgrad':>22}"
     title = (f"fairgrad-classifier on {cfg.dataset} (test n={results['n_test']}; "
              f"groups: {' x '.join(results['attributes'])}; {level}% bootstrap CI)")
     lines = [title, head, "-" * len(head)]
@@ -348,7 +350,7 @@ def format_table(results: dict[str, Any], cfg: TabularConfig) -> str:
                       if prefix + m + "/ci_low" in r else "")
                 cells.append(f"{r[prefix + m]:.3f}{ci}")
             label = (prefix + m) if prefix else f"{m} (intersection)" if m != "auroc" else m
-            lines.append(f"{label:<40} {cells[0]:>26} {cells[1]:>26}")
+            lines.append(f"{label:<46} {cells[0]:>22} {cells[1]:>22}")
     return "\n".join(lines)
 
 

@@ -99,8 +99,9 @@ def test_cli_trains_both_models_and_logs_to_mlflow(repo_root, run_env, mlflow_ur
     for arm in ("baseline", "fairgrad"):
         for name in ("auroc", "eod", "equalized_odds_difference", "demographic_parity_difference"):
             assert 0.0 <= m[f"{arm}/{name}"] <= 1.0
-            assert m[f"{arm}/{name}/ci_low"] <= m[f"{arm}/{name}"] + 1e-9
-            assert m[f"{arm}/{name}/ci_high"] >= m[f"{arm}/{name}"] - 1e-9
+            # percentile CIs of max-min gaps are biased upwards, so the point estimate may sit
+            # below the interval; only the ordering and range are invariants
+            assert 0.0 <= m[f"{arm}/{name}/ci_low"] <= m[f"{arm}/{name}/ci_high"] <= 1.0
     assert m["delta/eod"] == pytest.approx(m["fairgrad/eod"] - m["baseline/eod"], abs=1e-9)
     assert run.data.params["dataset"] == "kidney" and run.data.params["sensitive"] == "race,sex"
     assert len(client.get_metric_history(run.info.run_id, "fairgrad/train/task_loss")) == 3
