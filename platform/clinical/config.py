@@ -51,6 +51,30 @@ class DataConfig:
 
 
 @dataclass
+class VLLMConfig:
+    """Engine settings for ``rollout.backend: vllm`` (passed to ``vllm_backend.VLLMBackend``)."""
+
+    tensor_parallel_size: int = _f(1, "GPUs per vLLM engine (tensor parallelism); 1 on CPU")
+    gpu_memory_utilization: float = _f(0.85, "share of each engine GPU's memory vLLM may take")
+    max_model_len: int = _f(2048, "prompt + completion token cap of the engine")
+    dtype: Literal["", "auto", "float32", "bfloat16", "float16"] = _f(
+        "", "engine dtype; empty = model.dtype")
+    enforce_eager: bool = _f(True, "no CUDA graphs (faster start, slower decode)")
+    max_num_seqs: int = _f(256, "sequences batched per engine step")
+    enable_prefix_caching: bool = _f(True, "reuse the KV cache of shared prompt prefixes (G samples)")
+    cpu_kvcache_gb: float = _f(1.0, "KV cache size on CPU engines (VLLM_CPU_KVCACHE_SPACE)")
+
+    def __post_init__(self) -> None:
+        require(self.tensor_parallel_size >= 1, "rollout.vllm.tensor_parallel_size",
+                f"{self.tensor_parallel_size} must be >= 1")
+        require(0 < self.gpu_memory_utilization <= 1, "rollout.vllm.gpu_memory_utilization",
+                f"{self.gpu_memory_utilization} must be in (0, 1]")
+        require(self.max_model_len >= 16, "rollout.vllm.max_model_len", f"{self.max_model_len} must be >= 16")
+        require(self.max_num_seqs >= 1, "rollout.vllm.max_num_seqs", f"{self.max_num_seqs} must be >= 1")
+        require(self.cpu_kvcache_gb > 0, "rollout.vllm.cpu_kvcache_gb", f"{self.cpu_kvcache_gb} must be > 0")
+
+
+@dataclass
 class RolloutConfig:
     backend: str = _f("hf", "rollout backend name (platform.clinical.rollout.ROLLOUT_BACKENDS: hf, vllm)")
     num_workers: int = _f(2, "rollout worker actors")
@@ -65,8 +89,15 @@ class RolloutConfig:
     num_cpus: float = _f(0.25, "CPUs reserved per rollout worker actor")
     num_gpus: float = _f(0.0, "GPUs per rollout worker actor")
     timeout_s: float = _f(600.0, "seconds to wait for one generate call")
+    vllm: VLLMConfig = _f(None, "vLLM engine settings (used when backend is vllm)")
 
     def __post_init__(self) -> None:
+        if self.vllm is None:
+            self.vllm = VLLMConfig()
+        require(self.num_gpus >= 0, "rollout.num_gpus", f"{self.num_gpus} must be >= 0")
+        require(self.backend != "vllm" or self.num_gpus > 0 or self.vllm.tensor_parallel_size == 1,
+                "rollout.vllm.tensor_parallel_size",
+                f"{self.vllm.tensor_parallel_size} needs GPUs (rollout.num_gpus > 0); use 1 on CPU")
         require(self.num_workers >= 1, "rollout.num_workers", f"{self.num_workers} must be >= 1")
         require(self.group_size >= 2, "rollout.group_size",
                 f"{self.group_size} must be >= 2 for group-relative advantages")
@@ -95,6 +126,7 @@ class LearnerConfig:
 
     def __post_init__(self) -> None:
         require(self.num_learners >= 1, "learner.num_learners", f"{self.num_learners} must be >= 1")
+        require(self.num_gpus >= 0, "learner.num_gpus", f"{self.num_gpus} must be >= 0")
         require(self.lr > 0, "learner.lr", f"{self.lr} must be > 0")
         require(self.clip_eps > 0, "learner.clip_eps", f"{self.clip_eps} must be > 0")
         require(self.kl_coef >= 0, "learner.kl_coef", f"{self.kl_coef} must be >= 0 (0 disables the reference)")
@@ -167,7 +199,9 @@ class ClinicalConfig:
             "data": self.data.path or "synthetic", "prompts_per_step": self.data.prompts_per_step,
             "group_size": self.rollout.group_size, "temperature": self.rollout.temperature,
             "max_new_tokens": self.rollout.max_new_tokens, "rollout_backend": self.rollout.backend,
-            "rollout_workers": self.rollout.num_workers, "zero_stage": self.learner.zero_stage,
+            "rollout_workers": self.rollout.num_workers,
+            **({f"vllm.{k}": v for k, v in vars(self.rollout.vllm).items()}
+               if self.rollout.backend == "vllm" else {}), "zero_stage": self.learner.zero_stage,
             "num_learners": self.learner.num_learners, "lr": self.learner.lr,
             "clip_eps": self.learner.clip_eps, "kl_coef": self.learner.kl_coef,
             "grad_accum": self.learner.grad_accum, "max_grad_norm": self.learner.max_grad_norm,

@@ -107,6 +107,61 @@ def row_image(row: dict) -> bytes | None:
     return image_bytes(load_image(row))
 
 
+def rollout_device(cfg: ClinicalConfig) -> str:
+    """Where rollout engines run: "cuda" when each worker asks for GPUs, else "cpu"."""
+    return "cuda" if cfg.rollout.num_gpus > 0 else "cpu"
+
+
+def vllm_kwargs(cfg: ClinicalConfig) -> dict[str, Any]:
+    """``VLLMBackend`` keyword arguments from ``rollout.vllm`` (+ seed, device, dtype)."""
+    v = cfg.rollout.vllm
+    return {"tensor_parallel_size": v.tensor_parallel_size,
+            "gpu_memory_utilization": v.gpu_memory_utilization, "max_model_len": v.max_model_len,
+            "dtype": v.dtype or cfg.model.dtype, "enforce_eager": v.enforce_eager,
+            "max_num_seqs": v.max_num_seqs, "enable_prefix_caching": v.enable_prefix_caching,
+            "cpu_kvcache_gb": v.cpu_kvcache_gb, "seed": cfg.seed, "device": rollout_device(cfg)}
+
+
+def preflight_backend(cfg: ClinicalConfig, model_path: str) -> None:
+    """Refuse an unknown backend, or vLLM when it is missing / cannot run the model (no Ray)."""
+    from platform.clinical.rollout import ROLLOUT_BACKENDS
+
+    backend = cfg.rollout.backend
+    if backend not in ROLLOUT_BACKENDS:
+        raise UsageError(f"rollout.backend: {backend!r}; allowed: {', '.join(ROLLOUT_BACKENDS.names())}")
+    if backend == "vllm":
+        from platform.clinical import vllm_backend
+
+        vllm_backend.preflight(model_path, rollout_device(cfg))
+
+
+def requested_gpus(cfg: ClinicalConfig) -> tuple[float, float]:
+    """GPUs asked for by ``(rollout workers, learners)``; a vLLM engine takes TP x rollout.num_gpus."""
+    r, lc = cfg.rollout, cfg.learner
+    tp = r.vllm.tensor_parallel_size if r.backend == "vllm" else 1
+    return r.num_workers * r.num_gpus * tp, lc.num_learners * lc.num_gpus
+
+
+def check_gpu_capacity(cfg: ClinicalConfig, cluster: dict[str, float]) -> None:
+    """UsageError if the actors would ask for more GPUs than ``cluster`` (``ray.cluster_resources()``).
+
+    Checked before any actor is created, so a too-large request never waits on (or holds) a GPU.
+    """
+    rollout, learners = requested_gpus(cfg)
+    have = float(cluster.get("GPU", 0.0))
+    if rollout + learners <= have + 1e-9:
+        return
+    r, lc = cfg.rollout, cfg.learner
+    tp = f" x rollout.vllm.tensor_parallel_size {r.vllm.tensor_parallel_size}" if r.backend == "vllm" else ""
+    hint = ("set rollout.num_gpus=0 and learner.num_gpus=0 to run on CPU" if have == 0 else
+            "lower those fields or add GPU worker nodes (clusters/gpu.yaml)")
+    raise UsageError(
+        f"rollout.num_gpus / learner.num_gpus: asked for {rollout + learners:g} GPUs (rollout: "
+        f"rollout.num_workers {r.num_workers} x rollout.num_gpus {r.num_gpus:g}{tp} = {rollout:g}; "
+        f"learners: learner.num_learners {lc.num_learners} x learner.num_gpus {lc.num_gpus:g} = "
+        f"{learners:g}) but the cluster has {have:g}; {hint}")
+
+
 class Pipeline:
     """Everything a step needs; one method per stage (each a thin call into its owner)."""
 
@@ -119,6 +174,7 @@ class Pipeline:
 
         self.cfg = cfg
         self.model_path = str(models.resolve_model_path(cfg.model.path))
+        preflight_backend(cfg, self.model_path)  # vllm missing / unsupported head size: before Ray
         data_path = cfg.data.path or str(synth.default_dataset_path())
         self.train_df = dataset.load_dataset(data_path, "train")
         self.eval_df = dataset.load_dataset(data_path, cfg.data.eval_split)
@@ -146,14 +202,19 @@ class Pipeline:
         from platform.clinical.learner import LearnerGroup, ensure_comm_extension
         from platform.clinical.rollout import RolloutPool
 
+        import ray
+
         r, lc = self.cfg.rollout, self.cfg.learner
+        check_gpu_capacity(self.cfg, ray.cluster_resources())  # before any actor holds a GPU
         ensure_comm_extension()
         backend_kwargs: dict[str, Any] = {"model_path": self.model_path}
         if r.backend == "hf":
             answer_only = (not self.cfg.model.path) if r.answer_only is None else r.answer_only
             n_opts = max(len(o) for o in self.train_df["options"])
-            backend_kwargs.update(dtype=self.cfg.model.dtype,
+            backend_kwargs.update(dtype=self.cfg.model.dtype, device=rollout_device(self.cfg),
                                   answer_letters=LETTERS[:n_opts] if answer_only else "")
+        elif r.backend == "vllm":
+            backend_kwargs.update(vllm_kwargs(self.cfg))
         self.pool = RolloutPool(r.backend, backend_kwargs, r.num_workers, r.num_cpus, r.num_gpus,
                                 r.max_restarts, r.timeout_s).start(wait=False)
         self.learners = LearnerGroup(self.model_path, lc, r.temperature, self.cfg.seed,
@@ -269,8 +330,16 @@ class Pipeline:
         self.est_state.load_state_dict(d["estimator"])
 
 
-def train(pipe: Pipeline, start_step: int, run_id: str, ckpt_root: str) -> dict[str, float]:
-    """The loop: ``cfg.iterations`` steps after ``start_step``; returns the last step's metrics."""
+DEDUPE_KEY = "time/step"  # logged at every step: the last step MLflow already holds
+
+
+def train(pipe: Pipeline, start_step: int, run_id: str, ckpt_root: str,
+          logged_through: int | None = None) -> dict[str, float]:
+    """The loop: ``cfg.iterations`` steps after ``start_step``; returns the last step's metrics.
+
+    Steps ``<= logged_through`` (a resume that replays steps logged after the last checkpoint;
+    the replay is bit-exact) run but are not logged again, so MLflow has one row per step.
+    """
     from platform import tracking
     from platform.clinical import checkpoint
 
@@ -304,7 +373,8 @@ def train(pipe: Pipeline, start_step: int, run_id: str, ckpt_root: str) -> dict[
             "rollout/restarts": float(pipe.pool.restarts), "data/epoch": float(pipe.cursor.epoch),
             **{f"advantage/{k}": v for k, v in adv.diagnostics.items()}, **learner_metrics, **eval_metrics,
         }
-        tracking.log_metrics(metrics, step=step)
+        if logged_through is None or step > logged_through:
+            tracking.log_metrics(metrics, step=step)
     return metrics
 
 

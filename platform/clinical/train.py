@@ -64,7 +64,7 @@ def main(algorithm: str, argv: list[str]) -> int:
                              f"experiment {experiment!r})")
     tracking.check_tracking_uri(args.tracking_uri or tracking.default_tracking_uri())
 
-    from platform.clinical.driver import Pipeline, train
+    from platform.clinical.driver import DEDUPE_KEY, Pipeline, train
 
     pipe = Pipeline(cfg)  # data/model/reward/estimator errors surface here, before Ray starts
     uri, _ = tracking.setup(args.tracking_uri, experiment)
@@ -88,7 +88,8 @@ def main(algorithm: str, argv: list[str]) -> int:
                 import mlflow
 
                 mlflow.log_params(cfg.tracked_params())
-            metrics = train(pipe, start_step, run.info.run_id, str(ckpt_root))
+            logged = tracking.last_logged_step(run_id, DEDUPE_KEY) if run_id else None
+            metrics = train(pipe, start_step, run.info.run_id, str(ckpt_root), logged_through=logged)
         print(f"{algorithm}: run {run.info.run_id} ({uri}); step {cfg.iterations}: "
               f"reward {metrics.get('reward/mean', float('nan')):.3f}, "
               f"eval accuracy {metrics.get('eval/accuracy', float('nan')):.3f}")

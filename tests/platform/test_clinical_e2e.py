@@ -64,23 +64,36 @@ def test_e2e_mlflow_metrics_and_parameters_changed(run):
 
 
 def test_resume_continues_same_run(run):
+    """Resume from step 1 although MLflow already holds step 2 (a crash between a step's log and
+    its checkpoint): step 2 is replayed but not logged twice, then step 3 is logged once."""
     from platform.clinical import checkpoint
+    from platform.clinical.driver import DEDUPE_KEY
     from platform.clinical.train import main
 
     import mlflow
 
     uri, ck, r, argv = run
+    assert checkpoint.latest(ck).name == "step-000002" and (ck / "step-000001" / "driver.pt").is_file()
+    (ck / checkpoint.LATEST).write_text("step-000001")  # as if step 2's checkpoint never finished
     before = checkpoint.load_driver_state(checkpoint.latest(ck))
-    assert before["step"] == 2 and before["run_id"] == r.info.run_id
+    assert before["step"] == 1 and before["run_id"] == r.info.run_id
+    client = mlflow.MlflowClient(uri)
+    logged_before = {k: [(h.step, h.value) for h in client.get_metric_history(r.info.run_id, k)]
+                     for k in ("reward/mean", "eval/accuracy", DEDUPE_KEY)}
+    assert [s for s, _ in logged_before[DEDUPE_KEY]] == [1, 2]
     argv3 = [a if a != "2" or argv[i - 1] != "--iterations" else "3" for i, a in enumerate(argv)]
     assert main("fairgrpo", argv3 + ["--resume"]) == 0
     after = checkpoint.load_driver_state(checkpoint.latest(ck))
     assert after["step"] == 3 and after["run_id"] == r.info.run_id
-    # data position moved on by exactly one step's prompts
+    # data position moved on (steps 2 and 3 replayed/run from the step-1 resume point)
     d0, d1 = before["data"], after["data"]
     assert (d1["epoch"] * 10**6 + d1["cursor"]) > (d0["epoch"] * 10**6 + d0["cursor"])
     assert str(after["estimator"]) != str(before["estimator"])  # FairGRPO history moved on
-    client = mlflow.MlflowClient(uri)
     history = client.get_metric_history(r.info.run_id, "reward/mean")
-    assert sorted(h.step for h in history) == [1, 2, 3]
+    assert sorted(h.step for h in history) == [1, 2, 3]  # one row per step: no duplicate step 2
+    for key, rows in logged_before.items():  # steps 1-2 untouched, step 3 added once
+        after_rows = [(h.step, h.value) for h in client.get_metric_history(r.info.run_id, key)]
+        assert sorted(after_rows)[: len(rows)] == sorted(rows) and len(after_rows) == len(rows) + 1, key
+    sync = client.get_metric_history(r.info.run_id, "time/sync")  # weight-sync seconds, every step
+    assert sorted(h.step for h in sync) == [1, 2, 3] and all(h.value > 0 for h in sync)
     assert client.get_run(r.info.run_id).info.status == "FINISHED"

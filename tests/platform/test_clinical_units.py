@@ -29,6 +29,12 @@ torch = pytest.importorskip("torch")
     ({"rollout": {"bogus": 1}}, "rollout.bogus", "allowed: "),
     ({"data": {"prompts_per_step": 0}}, "data.prompts_per_step", ">= 1"),
     ({"algorithm": "ppo"}, "algorithm", "allowed: fairgrpo"),
+    ({"rollout": {"vllm": {"gpu_memory_utilization": 1.5}}}, "rollout.vllm.gpu_memory_utilization", "(0, 1]"),
+    ({"rollout": {"vllm": {"bogus": 1}}}, "rollout.vllm.bogus", "allowed: cpu_kvcache_gb"),
+    ({"rollout": {"vllm": {"dtype": "int4"}}}, "rollout.vllm.dtype", "allowed"),
+    ({"rollout": {"backend": "vllm", "vllm": {"tensor_parallel_size": 2}}},
+     "rollout.vllm.tensor_parallel_size", "needs GPUs"),
+    ({"learner": {"num_gpus": -1}}, "learner.num_gpus", ">= 0"),
     ({"data": {"prompts_per_step": 1}, "rollout": {"group_size": 2}, "learner": {"num_learners": 4}},
      "data.prompts_per_step", "num_learners"),
 ])
@@ -327,3 +333,77 @@ def test_any_local_text_only_model_dir_works(tmp_path):
     name, tensor = next(iter(lm.named_parameters()))
     b.load_weights([(name, torch.zeros_like(tensor))])
     assert torch.count_nonzero(dict(b.model.named_parameters())[name]) == 0
+
+
+# ------------------------------------------------------------------ vLLM / GPU wiring (no vllm here)
+
+def test_vllm_settings_reach_backend_kwargs():
+    from platform.clinical.driver import vllm_kwargs
+
+    cfg = build(ClinicalConfig, {"seed": 7, "model": {"dtype": "bfloat16"}, "rollout": {
+        "backend": "vllm", "num_gpus": 1,
+        "vllm": {"tensor_parallel_size": 2, "gpu_memory_utilization": 0.5, "max_model_len": 512,
+                 "enforce_eager": False}}})
+    kw = vllm_kwargs(cfg)
+    assert (kw["tensor_parallel_size"], kw["gpu_memory_utilization"], kw["max_model_len"]) == (2, 0.5, 512)
+    assert (kw["enforce_eager"], kw["dtype"], kw["seed"], kw["device"]) == (False, "bfloat16", 7, "cuda")
+    assert vllm_kwargs(build(ClinicalConfig, {"rollout": {"vllm": {"dtype": "float16"}}}))["dtype"] == "float16"
+    # every key is a VLLMBackend argument
+    import inspect
+
+    from platform.clinical.vllm_backend import VLLMBackend
+
+    assert set(kw) <= set(inspect.signature(VLLMBackend.__init__).parameters)
+    assert cfg.tracked_params()["vllm.max_model_len"] == 512
+
+
+@pytest.mark.parametrize("data, cluster, ok", [
+    ({}, {"CPU": 2.0}, True),
+    ({"rollout": {"num_gpus": 0.5}, "learner": {"num_gpus": 1}}, {"GPU": 3.0}, True),
+    ({"rollout": {"num_gpus": 0.5}, "learner": {"num_gpus": 1}}, {"GPU": 2.0}, False),
+    ({"rollout": {"backend": "vllm", "num_gpus": 1, "num_workers": 1, "vllm": {"tensor_parallel_size": 4}}},
+     {"GPU": 3.0}, False),
+])
+def test_gpu_capacity_check(data, cluster, ok):
+    from platform.clinical.driver import check_gpu_capacity
+
+    cfg = build(ClinicalConfig, data)
+    if ok:
+        check_gpu_capacity(cfg, cluster)
+    else:
+        with pytest.raises(UsageError, match=r"rollout\.num_gpus / learner\.num_gpus: asked for \d+ GPUs"):
+            check_gpu_capacity(cfg, cluster)
+
+
+def _no_running_runs(uri: str) -> None:
+    import mlflow
+
+    client = mlflow.MlflowClient(uri)
+    exps = client.search_experiments()
+    runs = client.search_runs([e.experiment_id for e in exps]) if exps else []
+    assert [r.info.status for r in runs if r.info.status == "RUNNING"] == []
+
+
+def test_cli_vllm_not_installed_exit_2(run_env, repo_root, mlflow_uri):
+    env = run_env()
+    env.pop("EQUIRL_VLLM_PYTHON", None)
+    proc = subprocess.run([sys.executable, "-m", "platform.train", "fairgrpo", "--set", "rollout.backend=vllm",
+                           "--iterations", "1", "--tracking-uri", mlflow_uri],
+                          cwd=repo_root, env=env, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "vllm is not installed" in proc.stderr and "make install-vllm" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    _no_running_runs(mlflow_uri)
+
+
+@pytest.mark.timeout(300)
+def test_cli_more_gpus_than_cluster_exit_2_before_actors(run_env, repo_root, mlflow_uri, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "platform.train", "fairgrpo", "--set", "rollout.num_gpus=1",
+                           "--set", "num_cpus=1", "--iterations", "1", "--tracking-uri", mlflow_uri,
+                           "--set", f"checkpoint_dir={tmp_path / 'ck'}"],
+                          cwd=repo_root, env=run_env(), capture_output=True, text=True, timeout=280)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "asked for 2 GPUs" in proc.stderr and "the cluster has 0" in proc.stderr, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    _no_running_runs(mlflow_uri)
+    assert not any((tmp_path / "ck").glob("step-*"))
