@@ -407,3 +407,21 @@ def test_cli_more_gpus_than_cluster_exit_2_before_actors(run_env, repo_root, mlf
     assert "Traceback" not in proc.stderr
     _no_running_runs(mlflow_uri)
     assert not any((tmp_path / "ck").glob("step-*"))
+
+
+def test_vllm_preflight_refuses_cpu_head_size(tmp_path, monkeypatch):
+    """With vllm importable, a model whose head size vLLM's CPU backend lacks is refused on CPU
+    (and accepted when the engines get GPUs)."""
+    import json
+
+    from platform.clinical import vllm_backend
+    from platform.clinical.driver import preflight_backend
+
+    (tmp_path / "config.json").write_text(json.dumps({"hidden_size": 96, "num_attention_heads": 2}))
+    monkeypatch.setattr(vllm_backend, "vllm_installed", lambda python=None: True)
+    cpu = build(ClinicalConfig, {"rollout": {"backend": "vllm"}})
+    with pytest.raises(UsageError, match="head size 48.*not support"):
+        preflight_backend(cpu, str(tmp_path))
+    preflight_backend(build(ClinicalConfig, {"rollout": {"backend": "vllm", "num_gpus": 1}}), str(tmp_path))
+    with pytest.raises(UsageError, match="rollout.backend: 'sglang'; allowed: hf, vllm"):
+        preflight_backend(build(ClinicalConfig, {"rollout": {"backend": "sglang"}}), str(tmp_path))
