@@ -80,3 +80,14 @@ def subprocess_env(**extra: str) -> dict[str, str]:
 @pytest.fixture
 def run_env():
     return subprocess_env
+
+
+@pytest.fixture
+def torch_one_thread():
+    """Tiny models: extra intra-op threads only contend on a loaded 2-core box."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -17,13 +17,7 @@ from algorithms.fairgrad import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: extra intra-op threads only contend on a loaded 2-core box."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def _loop_projection(grads, order_rng):

@@ -16,15 +16,9 @@ from platform.tabular import (
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def test_vectorised_bootstrap_metrics_equal_fairlearn_at_the_identity_resample():
