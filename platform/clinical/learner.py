@@ -210,7 +210,9 @@ class LearnerImpl:
         for _epoch in range(self.cfg["ppo_epochs"]):
             for m, idx in enumerate(shards):
                 inputs, cmask, adv, weight = self._micro(batch, idx)
-                logp, mask = self._token_logp(self.engine, inputs, cmask)
+                leaves = self._detached_params() if self.fairgrad else None
+                logp, mask = self._token_logp(self._functional(leaves) if leaves else self.engine,
+                                              inputs, cmask)
                 old_logp = old[m] if old is not None else logp.detach()
                 ref_logp = None
                 if self.ref is not None:
@@ -220,7 +222,8 @@ class LearnerImpl:
                                               self.cfg["clip_eps"], self.cfg["kl_coef"])
                 weighted = loss_seq * weight * scale
                 if self.fairgrad:
-                    loss = self._fairgrad_surrogate(weighted * len(weighted), batch, idx)
+                    loss = self._fairgrad_surrogate(weighted * len(weighted), batch, idx, leaves)
+                    stats["fairgrad_conflicts"] = stats.get("fairgrad_conflicts", 0.0) + self._conflicts
                 else:
                     loss = weighted.sum()
                 self.engine.backward(loss)
@@ -234,7 +237,8 @@ class LearnerImpl:
         tokens = max(stats["tokens"], 1.0)
         return {"loss_sum": stats["loss"], "clipfrac_sum": stats["clipfrac"], "kl_sum": stats["kl"],
                 "ratio_sum": stats["ratio"], "tokens": tokens / self.cfg["ppo_epochs"],
-                "grad_norm": grad_norm, "seconds": time.perf_counter() - start}
+                "grad_norm": grad_norm, "seconds": time.perf_counter() - start,
+                "fairgrad_conflicts": stats.get("fairgrad_conflicts", 0.0)}
 
     def _micro(self, batch: TrainBatch, idx: list[int]):
         """Collated micro-batch: ``inputs, cmask (B, L), advantages (B,), weights (B,)``.
@@ -249,13 +253,32 @@ class LearnerImpl:
         weight = torch.full((len(sub),), 1.0 if idx else 0.0, device=self.device)
         return inputs, cmask, adv, weight
 
-    def _fairgrad_surrogate(self, per_sample_loss, batch: TrainBatch, idx: list[int]):
+    def _detached_params(self) -> dict[str, Any]:
+        """Leaf copies (shared storage) of the trainable parameters for the FairGrad forward.
+
+        DeepSpeed ZeRO-2 hooks the real parameters' gradient accumulation; per-objective
+        ``torch.autograd.grad`` calls on them would fire its reduction hooks several times
+        and corrupt its buckets. Gradients are taken w.r.t. these aliases instead.
+        """
+        return {n: p.detach().requires_grad_(True)
+                for n, p in self.engine.module.named_parameters() if p.requires_grad}
+
+    def _functional(self, leaves: dict[str, Any]):
+        from torch.func import functional_call
+
+        module = self.engine.module
+        return lambda **kw: functional_call(module, leaves, args=(), kwargs=kw)
+
+    def _fairgrad_surrogate(self, per_sample_loss, batch: TrainBatch, idx: list[int],
+                            leaves: dict[str, Any] | None = None):
         """A loss whose gradient is FairGrad's projected sum (task + per-group objectives).
 
-        ``per_sample_loss`` (B,): its mean is this micro-batch's task loss. Per-objective
-        gradients are taken with ``torch.autograd.grad``, projected (PCGrad rule,
-        ``algorithms.fairgrad.project_conflicting``) and summed into g; the returned
-        ``sum_p <p, g_p>`` has gradient g, so DeepSpeed reduces and applies it as usual.
+        ``per_sample_loss`` (B,): its mean is this micro-batch's task loss, computed through
+        ``leaves`` (aliases of the parameters, see ``_detached_params``) when given. The
+        per-objective gradients are taken with ``torch.autograd.grad``, projected (PCGrad
+        rule, ``algorithms.fairgrad.project_conflicting``) and summed into g; the returned
+        ``sum_p <p, g_p>`` over the real parameters has gradient g, so DeepSpeed reduces and
+        applies it as usual. ``self._conflicts`` counts the conflicting pairs seen.
         """
         import torch
 
@@ -263,12 +286,17 @@ class LearnerImpl:
 
         groups = [batch.groups[i] for i in idx] if idx and batch.groups else [0] * len(per_sample_loss)
         losses = fairgrad_losses_from_groups(per_sample_loss, groups)
-        params = [p for p in self.engine.module.parameters() if p.requires_grad]
+        named = [(n, p) for n, p in self.engine.module.named_parameters() if p.requires_grad]
+        params = [p for _, p in named]
+        wrt = [leaves[n] for n, _ in named] if leaves is not None else params
         grads = []
         for i, l_k in enumerate(losses):
-            g = torch.autograd.grad(l_k, params, retain_graph=i < len(losses) - 1, allow_unused=True)
+            g = torch.autograd.grad(l_k, wrt, retain_graph=i < len(losses) - 1, allow_unused=True)
             grads.append(torch.cat([(x if x is not None else torch.zeros_like(p)).reshape(-1)
                                     for x, p in zip(g, params)]))
+        self._conflicts = float(sum(
+            float(torch.dot(grads[a], grads[b])) < 0
+            for a in range(len(grads)) for b in range(a + 1, len(grads))))
         flat = torch.stack(project_conflicting(grads, rng=self.steps * 7919 + self.rank)).sum(0)
         out, offset = torch.zeros((), device=flat.device), 0
         for p in params:
@@ -391,6 +419,8 @@ class LearnerGroup:
             "learner/ratio": sum(o["ratio_sum"] for o in outs) / tokens / self.cfg.ppo_epochs,
             "learner/grad_norm": outs[0]["grad_norm"],
             "learner/tokens": tokens,
+            **({"learner/fairgrad_conflicts": sum(o["fairgrad_conflicts"] for o in outs)}
+               if self.cfg.fairgrad else {}),
         }
 
     def _all_indexed(self, call) -> list[Any]:
