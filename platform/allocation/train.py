@@ -15,7 +15,6 @@ from typing import Any
 from platform import cli
 from platform import config as config_lib
 from platform.allocation.config import AllocationConfig
-from platform.errors import UsageError
 
 # result key in the learner -> metric name
 _LEARNER_KEYS = {
