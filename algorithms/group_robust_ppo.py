@@ -28,6 +28,13 @@ of the patient that decision concerned, so timestep t's group is ``infos[t + 1]`
 (``infos[0]`` is the reset info). PPO appends an artificial timestep per episode (its
 info is a duplicate of the last one); it is masked out of the loss.
 
+``fairgrad=True`` (FairGrad, arXiv 2504.14388; :mod:`algorithms.fairgrad`): the gradient of
+the loss above and one fairness objective per group (``0.5·(L_g - mean_g L_g)²`` of the
+per-group clipped-surrogate losses, :func:`algorithms.fairgrad.fairgrad_losses_from_groups`)
+are taken separately, each is projected onto the normal plane of any other it conflicts
+with, and their sum is applied (``compute_gradients``). Local learner only: torch DDP's
+all-reduce hooks do not run for per-objective ``torch.autograd.grad`` calls.
+
 Every RLlib-version-sensitive call of the project lives here or in
 :mod:`algorithms.rllib_adapter` (pinned: ray 2.60).
 """
@@ -53,6 +60,7 @@ ROBUST_MODES = ("gap", "worst_group")
 ROBUST_LOSS_KEY = "robust_loss"
 GROUP_GAP_KEY = "group_gap"
 PPO_LOSS_KEY = "ppo_total_loss"
+FAIRGRAD_CONFLICTS_KEY = "fairgrad_conflicts"
 
 
 # ----------------------------------------------------------------------------- math
@@ -177,8 +185,50 @@ class GroupRobustPPOTorchLearner(PPOTorchLearner):
         robust = robust_term(objectives, config.robust_mode)
         lam = float(config.robust_lambda)
         total = (1.0 - lam) * ppo_loss + lam * robust
+        if config.fairgrad:
+            from algorithms.fairgrad import fairgrad_losses_from_groups
+
+            keep = mask if mask is not None else torch.ones_like(groups, dtype=torch.bool)
+            self._fairgrad_objectives()[module_id] = fairgrad_losses_from_groups(
+                -surrogate[keep], groups[keep])[1:]
         self._log_group_stats(module_id, batch, mask, groups, ids, objectives, robust, ppo_loss)
         return total
+
+    def _fairgrad_objectives(self) -> dict:
+        if not hasattr(self, "_fairgrad_pending"):
+            self._fairgrad_pending: dict = {}
+        return self._fairgrad_pending
+
+    @override(PPOTorchLearner)
+    def compute_gradients(self, loss_per_module, **kwargs):
+        """PPO's gradients, or with ``fairgrad`` the projected sum of the objectives' ones."""
+        pending = self._fairgrad_objectives()
+        if not pending:
+            return super().compute_gradients(loss_per_module, **kwargs)
+        import numpy as np
+
+        from algorithms.fairgrad import flat_grads, project_conflicting
+
+        fairness = [f for objs in pending.values() for f in objs]
+        pending.clear()
+        for optim in self._optimizer_parameters:
+            optim.zero_grad(set_to_none=True)
+        params = [p for p in self._params.values() if p.requires_grad]
+        losses = [sum(loss_per_module.values()), *fairness]
+        grads = [flat_grads(loss, params, retain_graph=i < len(losses) - 1)
+                 for i, loss in enumerate(losses)]
+        if not hasattr(self, "_fairgrad_rng"):
+            self._fairgrad_rng = np.random.default_rng(self.config.seed)
+        conflicts = sum(float(torch.dot(grads[a], grads[b])) < 0
+                        for a in range(len(grads)) for b in range(a + 1, len(grads)))
+        total = torch.stack(project_conflicting(grads, self._fairgrad_rng)).sum(0)
+        offset = 0
+        for p in params:
+            p.grad = total[offset: offset + p.numel()].view_as(p).clone()
+            offset += p.numel()
+        for module_id in loss_per_module:
+            self.metrics.log_value((module_id, FAIRGRAD_CONFLICTS_KEY), float(conflicts), window=1)
+        return {pid: p.grad for pid, p in self._params.items() if p.grad is not None}
 
     def _log_group_stats(self, module_id, batch, mask, groups, ids, objectives, robust, ppo_loss):
         with torch.no_grad():
@@ -208,10 +258,11 @@ class GroupRobustPPOConfig(PPOConfig):
         self.robust_lambda = 0.3
         self.robust_mode = "gap"
         self.group_info_key = "group"
+        self.fairgrad = False
 
     @override(PPOConfig)
     def training(self, *, robust_lambda=None, robust_mode=None, group_info_key=None,
-                 **kwargs) -> GroupRobustPPOConfig:
+                 fairgrad=None, **kwargs) -> GroupRobustPPOConfig:
         super().training(**kwargs)
         if robust_lambda is not None:
             self.robust_lambda = robust_lambda
@@ -219,6 +270,8 @@ class GroupRobustPPOConfig(PPOConfig):
             self.robust_mode = robust_mode
         if group_info_key is not None:
             self.group_info_key = group_info_key
+        if fairgrad is not None:
+            self.fairgrad = fairgrad
         return self
 
     @override(PPOConfig)
@@ -237,6 +290,11 @@ class GroupRobustPPOConfig(PPOConfig):
             )
         if not isinstance(self.group_info_key, str) or not self.group_info_key:
             raise ValueError(f"group_info_key: got {self.group_info_key!r}; allowed: a non-empty str")
+        if not isinstance(self.fairgrad, bool):
+            raise ValueError(f"fairgrad: got {self.fairgrad!r}; allowed: true or false")
+        if self.fairgrad and self.num_learners > 1:
+            raise ValueError(f"fairgrad: needs num_learners <= 1 (got {self.num_learners}); "
+                             "per-objective gradients bypass DDP's all-reduce")
 
 
 class GroupRobustPPO(PPO):

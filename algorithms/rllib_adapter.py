@@ -173,7 +173,7 @@ def build_ppo_config(
     num_envs_per_env_runner: int, train_batch_size: int, minibatch_size: int, num_epochs: int,
     lr: float, gamma: float, gae_lambda: float, clip_param: float, entropy_coeff: float,
     hidden_sizes: list[int], robust_lambda: float = 0.0, robust_mode: str = "gap",
-    group_info_key: str = "group", episode_callbacks: bool = True,
+    group_info_key: str = "group", episode_callbacks: bool = True, fairgrad: bool = False,
 ):
     """A PPOConfig (or GroupRobustPPOConfig when ``robust``) on the new API stack.
 
@@ -189,7 +189,7 @@ def build_ppo_config(
         register()
         config = GroupRobustPPOConfig().training(
             robust_lambda=float(robust_lambda), robust_mode=robust_mode,
-            group_info_key=group_info_key)
+            group_info_key=group_info_key, fairgrad=bool(fairgrad))
     else:
         config = PPOConfig()
     config = (

@@ -39,6 +39,9 @@ class AllocationConfig:
     robust_mode: Literal["gap", "worst_group"] = _doc(
         "gap: best-minus-worst group objective; worst_group: mean-minus-worst (GroupDRO style)",
         default="gap")
+    fairgrad: bool = _doc(
+        "FairGrad (arXiv 2504.14388): project the per-group policy-loss gradients against the "
+        "task gradient (group-robust-ppo only)", default=False)
     group_key: str = _doc(
         "patient attribute (or intersection, e.g. age_group+sex) that defines the groups",
         default="age_group")
@@ -85,6 +88,8 @@ class AllocationConfig:
                 f"got {self.robust_lambda}; allowed: a number in [0, 1]")
         require(self.robust_mode in ROBUST_MODES, "robust_mode",
                 f"got {self.robust_mode!r}; allowed: {', '.join(ROBUST_MODES)}")
+        require(not (self.fairgrad and self.algorithm == "ppo"), "fairgrad",
+                "is an option of group-robust-ppo; allowed with ppo: false")
         require(bool(self.group_key), "group_key", "must name an attribute, e.g. age_group")
         require(self.iterations > 0, "iterations", f"got {self.iterations}; must be >= 1")
         require(self.num_env_runners >= 0, "num_env_runners",

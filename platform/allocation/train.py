@@ -21,6 +21,7 @@ _LEARNER_KEYS = {
     "robust_loss": "robust_loss", "group_gap": "group_gap", "ppo_total_loss": "loss/ppo",
     "total_loss": "loss/total", "policy_loss": "loss/policy", "vf_loss": "loss/vf",
     "entropy": "loss/entropy", "mean_kl_loss": "loss/kl",
+    "fairgrad_conflicts": "fairgrad/conflicts",
 }
 _ENV_PREFIXES = ("fairness/", "util/", "group/", "wait/", "patients/")
 TAG_CHECKPOINT = "equirl.checkpoint"
@@ -42,7 +43,7 @@ def build_algo_config(cfg: AllocationConfig):
         num_epochs=cfg.num_epochs, lr=cfg.lr, gamma=cfg.gamma, gae_lambda=cfg.gae_lambda,
         clip_param=cfg.clip_param, entropy_coeff=cfg.entropy_coeff,
         hidden_sizes=cfg.hidden_sizes, robust_lambda=cfg.robust_lambda,
-        robust_mode=cfg.robust_mode,
+        robust_mode=cfg.robust_mode, fairgrad=cfg.fairgrad,
     )
 
 
@@ -111,6 +112,7 @@ def mlflow_params(cfg: AllocationConfig) -> dict[str, Any]:
         "algorithm": cfg.algorithm, "scenario": cfg.scenario, "group_key": cfg.group_key,
         "robust_lambda": cfg.robust_lambda if robust else 0.0,
         "robust_mode": cfg.robust_mode if robust else "none", "seed": cfg.seed,
+        "fairgrad": cfg.fairgrad,
         "iterations": cfg.iterations, "train_batch_size": cfg.train_batch_size,
         "minibatch_size": cfg.minibatch_size, "num_epochs": cfg.num_epochs, "lr": cfg.lr,
         "gamma": cfg.gamma, "num_env_runners": cfg.num_env_runners,

@@ -224,3 +224,34 @@ def test_one_group_robust_term_is_zero_in_training(ray_session, mode):
     assert learner["robust_loss"] == 0.0
     assert learner["group_gap"] == 0.0
     assert "group/0/objective" in learner and "group/1/objective" not in learner
+
+
+# ------------------------------------------------------------------------- FairGrad
+def test_fairgrad_config_validation_names_field():
+    with pytest.raises(ValueError, match="fairgrad.*true or false"):
+        _config(GroupRobustPPOConfig).training(fairgrad="yes").validate()
+    with pytest.raises(ValueError, match="fairgrad.*num_learners"):
+        _config(GroupRobustPPOConfig, fairgrad=True).learners(num_learners=2).validate()
+
+
+@pytest.mark.timeout(300)
+def test_fairgrad_option_one_group_equals_ppo_two_groups_projects(ray_session):
+    """``fairgrad=True``: with one group there is nothing to project (weights equal plain
+    training); with two differing groups the per-group objectives change the update."""
+    weights, results = {}, {}
+    for name, n_groups, fairgrad in (("plain1", 1, False), ("fg1", 1, True),
+                                     ("plain2", 2, False), ("fg2", 2, True)):
+        algo = _build(_config(GroupRobustPPOConfig, n_groups=n_groups, robust_lambda=0.0,
+                              fairgrad=fairgrad))
+        try:
+            results[name] = algo.train()["learners"]["default_policy"]
+            weights[name] = _weights(algo)
+        finally:
+            algo.stop()
+    for key in weights["plain1"]:
+        assert torch.allclose(weights["plain1"][key], weights["fg1"][key], atol=1e-6), key
+    assert results["fg1"]["fairgrad_conflicts"] == 0.0
+    assert "fairgrad_conflicts" in results["fg2"]
+    assert all(torch.isfinite(v).all() for v in weights["fg2"].values() if v.is_floating_point())
+    assert any(not torch.allclose(weights["plain2"][k], weights["fg2"][k]) for k in weights["plain2"]
+               if weights["plain2"][k].is_floating_point())
