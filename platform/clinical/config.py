@@ -160,6 +160,11 @@ class ClinicalConfig:
     checkpoint_dir: str = _f("", "checkpoint root; empty = <repo>/checkpoints/clinical/<experiment>/<run_name>")
     run_name: str = _f("", "MLflow run name; empty = <algorithm>-seed<seed>")
     num_cpus: int = _f(0, "CPUs for a local Ray instance (0 = all)")
+    placement: Literal["dedicated", "colocated"] = _f(
+        "dedicated", "GPU layout when rollout.num_gpus or learner.num_gpus > 0: dedicated = rollout "
+        "engines and learners on disjoint GPUs (whole GPUs: num_gpus 0 or 1 / integer); colocated = "
+        "engine i and learner i share one GPU (num_gpus 0.5 each, rollout.num_workers == "
+        "learner.num_learners); ignored on CPU (no placement group)")
     model: ModelConfig = _f(None, "policy model", )
     data: DataConfig = _f(None, "dataset")
     rollout: RolloutConfig = _f(None, "rollout workers")
@@ -200,6 +205,7 @@ class ClinicalConfig:
             "group_size": self.rollout.group_size, "temperature": self.rollout.temperature,
             "max_new_tokens": self.rollout.max_new_tokens, "rollout_backend": self.rollout.backend,
             "rollout_workers": self.rollout.num_workers,
+            **({"placement": self.placement} if self.rollout.num_gpus or self.learner.num_gpus else {}),
             **({f"vllm.{k}": v for k, v in vars(self.rollout.vllm).items()}
                if self.rollout.backend == "vllm" else {}), "zero_stage": self.learner.zero_stage,
             "num_learners": self.learner.num_learners, "lr": self.learner.lr,

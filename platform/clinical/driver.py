@@ -162,6 +162,75 @@ def check_gpu_capacity(cfg: ClinicalConfig, cluster: dict[str, float]) -> None:
         f"{learners:g}) but the cluster has {have:g}; {hint}")
 
 
+def placement_config(cfg: ClinicalConfig):
+    """The :class:`~platform.clinical.placement.PlacementConfig` for ``cfg``; None on CPU.
+
+    No GPUs asked for (``rollout.num_gpus == learner.num_gpus == 0``) -> None: actors are
+    scheduled as before, no placement group. Otherwise one bundle per engine (x tensor-parallel
+    size) and one per learner, ``dedicated`` (disjoint GPUs) or ``colocated`` (engine i and
+    learner i share GPU i) per ``cfg.placement``. GPU counts a layout cannot give raise a
+    ConfigError naming the field (pure; no Ray).
+    """
+    from platform.clinical.placement import PlacementConfig
+    from platform.errors import require
+
+    r, lc = cfg.rollout, cfg.learner
+    if r.num_gpus == 0 and lc.num_gpus == 0:
+        return None
+    tp = r.vllm.tensor_parallel_size if r.backend == "vllm" else 1
+    if cfg.placement == "colocated":
+        for name, value in (("rollout.num_gpus", r.num_gpus), ("learner.num_gpus", lc.num_gpus)):
+            require(value == 0.5, name, f"{value:g} with placement=colocated; engine i and learner i "
+                    "share one GPU, so set rollout.num_gpus=0.5 and learner.num_gpus=0.5 "
+                    "(or placement=dedicated for whole GPUs)")
+        require(r.num_workers == lc.num_learners, "rollout.num_workers",
+                f"{r.num_workers} with placement=colocated must equal learner.num_learners "
+                f"({lc.num_learners}): engines and learners pair up on one GPU each")
+        require(tp == 1, "rollout.vllm.tensor_parallel_size",
+                f"{tp} with placement=colocated must be 1 (one shared GPU per pair)")
+    else:
+        require(r.num_gpus in (0, 1), "rollout.num_gpus",
+                f"{r.num_gpus:g} with placement=dedicated; each rollout engine gets whole GPUs "
+                "(1 per tensor-parallel rank): use 0 or 1, or placement=colocated with 0.5")
+        require(float(lc.num_gpus).is_integer(), "learner.num_gpus",
+                f"{lc.num_gpus:g} with placement=dedicated; each learner gets whole GPUs: use an "
+                "integer, or placement=colocated with 0.5")
+    return PlacementConfig(
+        num_engines=r.num_workers, tensor_parallel_size=tp, num_learners=lc.num_learners,
+        gpus_per_learner=int(lc.num_gpus) if cfg.placement == "dedicated" else 1,
+        colocate=cfg.placement == "colocated", use_gpus=True, engine_gpus=r.num_gpus > 0,
+        cpus_per_bundle=max(r.num_cpus, lc.num_cpus),
+        ready_timeout_s=min(r.timeout_s, lc.timeout_s))
+
+
+@dataclass
+class ActorPlacement:
+    """A reserved placement (or None on CPU) and the Ray options of each actor."""
+
+    placement: Any
+    rollout_options: list[dict[str, Any]] | None
+    learner_options: list[dict[str, Any]] | None
+
+    def remove(self) -> None:
+        if self.placement is not None:
+            self.placement.remove()
+            self.placement = None
+
+
+def placement_for(cfg: ClinicalConfig, name: str = "equirl-clinical") -> ActorPlacement:
+    """Reserve the placement group ``cfg`` asks for (:func:`placement.reserve`: capacity check,
+    then a wait bounded by the rollout/learner timeouts) and the options the driver creates
+    rollout worker ``i`` / learner rank ``j`` with. On CPU: nothing reserved, options None."""
+    from platform.clinical import placement
+
+    pcfg = placement_config(cfg)
+    if pcfg is None:
+        return ActorPlacement(None, None, None)
+    p = placement.reserve(pcfg, name=name)
+    return ActorPlacement(p, [p.engine_options(i) for i in range(pcfg.num_engines)],
+                          [p.learner_options(j) for j in range(pcfg.num_learners)])
+
+
 class Pipeline:
     """Everything a step needs; one method per stage (each a thin call into its owner)."""
 
@@ -194,7 +263,7 @@ class Pipeline:
         k = cfg.data.eval_prompts or len(self.eval_df)
         rng = np.random.default_rng(12345)  # same held-out prompts for every seed and algorithm
         self.eval_idx = sorted(rng.choice(len(self.eval_df), size=min(k, len(self.eval_df)), replace=False))
-        self.pool = self.learners = None
+        self.pool = self.learners = self.placement = None
         self.weights_version = 0
 
     # -- Ray actors -------------------------------------------------------------------------
@@ -206,6 +275,7 @@ class Pipeline:
 
         r, lc = self.cfg.rollout, self.cfg.learner
         check_gpu_capacity(self.cfg, ray.cluster_resources())  # before any actor holds a GPU
+        placement_config(self.cfg)  # layout errors (fractional GPUs, ...) before anything is reserved
         ensure_comm_extension()
         backend_kwargs: dict[str, Any] = {"model_path": self.model_path}
         if r.backend == "hf":
@@ -215,10 +285,13 @@ class Pipeline:
                                   answer_letters=LETTERS[:n_opts] if answer_only else "")
         elif r.backend == "vllm":
             backend_kwargs.update(vllm_kwargs(self.cfg))
+        self.placement = placement_for(self.cfg)  # None-options on CPU: plain per-actor resources
         self.pool = RolloutPool(r.backend, backend_kwargs, r.num_workers, r.num_cpus, r.num_gpus,
-                                r.max_restarts, r.timeout_s).start(wait=False)
+                                r.max_restarts, r.timeout_s,
+                                actor_options=self.placement.rollout_options).start(wait=False)
         self.learners = LearnerGroup(self.model_path, lc, r.temperature, self.cfg.seed,
-                                     self.cfg.model.dtype, free_port())
+                                     self.cfg.model.dtype, free_port(),
+                                     actor_options=self.placement.learner_options)
         self.pool.wait_ready()
 
     def attach(self, pool, learners) -> None:
@@ -229,6 +302,8 @@ class Pipeline:
         for part in (self.pool, self.learners):
             if part is not None:
                 part.shutdown()
+        if self.placement is not None:
+            self.placement.remove()  # after the actors in it are gone
 
     # -- stages -----------------------------------------------------------------------------
     def request(self, df, idx: list[int], n: int, temperature: float, seed: int):

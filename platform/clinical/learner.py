@@ -378,7 +378,9 @@ class LearnerGroup:
     """Driver-side handle: ``num_learners`` learner actors that always act together."""
 
     def __init__(self, model_path: str, cfg: Any, temperature: float, seed: int, dtype: str,
-                 master_port: int):
+                 master_port: int, actor_options: list[dict[str, Any]] | None = None):
+        """``actor_options[rank]``: Ray options placing that rank in its placement-group bundle
+        (``placement.Placement.learner_options``); None = ``cfg.num_cpus``/``cfg.num_gpus``."""
         import ray
 
         Path(TORCH_EXTENSIONS_DIR).mkdir(parents=True, exist_ok=True)
@@ -391,7 +393,8 @@ class LearnerGroup:
         from platform.cluster import worker_runtime_env
 
         self.actors = [
-            actor.options(num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus,
+            actor.options(**(actor_options[rank] if actor_options is not None else
+                             {"num_cpus": cfg.num_cpus, "num_gpus": cfg.num_gpus}),
                           runtime_env=worker_runtime_env(env)).remote(
                 rank, cfg.num_learners, "127.0.0.1", master_port, model_path, cfg_dict,
                 temperature, seed, dtype)

@@ -39,6 +39,8 @@ class PlacementConfig:
     "Share GPUs: engine i and learner i on the same GPU (needs num_engines == num_learners)."
     use_gpus: bool = True
     "Reserve GPUs; false reserves CPU bundles only (CI, laptops)."
+    engine_gpus: bool = True
+    "Rollout engines get GPUs (false: engines on CPU bundles, learners still on GPUs; dedicated only)."
     cpus_per_bundle: float = 1.0
     "CPUs reserved with each bundle (driver-side work of the actor in it)."
     strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
@@ -63,6 +65,12 @@ class PlacementConfig:
             require(self.tensor_parallel_size == 1 and self.gpus_per_learner <= 1,
                     "placement.colocate", "colocation shares one GPU per pair: "
                     "tensor_parallel_size and gpus_per_learner must be 1")
+            require(self.engine_gpus, "placement.engine_gpus",
+                    "colocated engines share their learner's GPU; engine_gpus must be true")
+        if not self.engine_gpus:
+            require(self.tensor_parallel_size == 1, "placement.tensor_parallel_size",
+                    f"tensor parallelism needs GPUs; got {self.tensor_parallel_size} with "
+                    "placement.engine_gpus=false")
         if not self.use_gpus:
             require(self.tensor_parallel_size == 1, "placement.tensor_parallel_size",
                     f"tensor parallelism needs GPUs; got {self.tensor_parallel_size} with "
@@ -102,7 +110,7 @@ def plan(cfg: PlacementConfig) -> PlacementPlan:
     ``{GPU: gpus_per_learner, CPU: c}``. Colocated: one group of ``num_engines`` bundles
     ``{GPU: 1, CPU: 2c}``; engine i and learner i each take half of bundle i.
     """
-    gpu = 1.0 if cfg.use_gpus else 0.0
+    gpu = 1.0 if cfg.use_gpus and cfg.engine_gpus else 0.0
     tp = cfg.tensor_parallel_size
 
     def bundle(gpus: float, cpus: float) -> dict[str, float]:

@@ -306,6 +306,8 @@ class RolloutPool:
     num_gpus: float = 0.0
     max_restarts: int = 2
     timeout_s: float = 600.0
+    actor_options: list[dict[str, Any]] | None = None
+    "Per-worker Ray options (``placement.Placement.engine_options(i)``); None = num_cpus/num_gpus."
     workers: list[Any] = field(default_factory=list, init=False)
     restarts: int = field(default=0, init=False)
     _weights_ref: Any = field(default=None, init=False)
@@ -315,14 +317,19 @@ class RolloutPool:
         """Create the actors; ``wait=False`` returns at once (call :meth:`wait_ready`)."""
         cls = make_worker_class()
         self.workers = [
-            cls.options(num_cpus=self.num_cpus, num_gpus=self.num_gpus,
-                        max_restarts=self.max_restarts, max_task_retries=0,
+            cls.options(**self._resources(k), max_restarts=self.max_restarts, max_task_retries=0,
                         name=None).remote(self.backend, self.backend_kwargs)
-            for _ in range(self.num_workers)
+            for k in range(self.num_workers)
         ]
         if wait:
             self.wait_ready()
         return self
+
+    def _resources(self, k: int) -> dict[str, Any]:
+        """Ray options placing worker ``k``: its placement-group bundle, or plain resources."""
+        if self.actor_options is None:
+            return {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus}
+        return {key: v for key, v in self.actor_options[k].items() if v is not None}
 
     def wait_ready(self) -> None:
         import ray
