@@ -173,7 +173,8 @@ def test_colocated_fairgrpo_step_with_deepspeed_learner(tmp_path):
         [sys.executable, "-m", "platform.train", "fairgrpo", "--iterations", "1",
          "--tracking-uri", uri, "--set", "rollout.backend=vllm", "--set", "rollout.num_workers=1",
          "--set", "rollout.num_gpus=0.5", "--set", "learner.num_learners=1",
-         "--set", "learner.num_gpus=0.5", "--set", "learner.dist_backend=nccl"],
+         "--set", "learner.num_gpus=0.5", "--set", "learner.dist_backend=nccl",
+         "--set", "placement=colocated"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=850)
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
     import mlflow
