@@ -104,14 +104,23 @@ def test_zero3_update_sync_and_bit_exact_restore(actors, tmp_path):
 
 def test_killed_rollout_worker_is_restarted_and_step_retried(actors):
     pool, _ = actors
-    req = _request(8, 8, 48, seed=7)
-    expected = pool.generate(req)  # same seeds and weights -> the same samples after the retry
+    # Grow the request until one generate takes >= 2 s, so that a kill at a fraction of that
+    # time lands while the shard is in flight (a fixed sleep raced on an idle machine).
+    tokens = 48
+    while True:
+        req = _request(8, 8, tokens, seed=7)
+        start = time.perf_counter()
+        expected = pool.generate(req)  # same seeds and weights -> the same samples after the retry
+        took = time.perf_counter() - start
+        if took >= 2.0 or tokens >= 1536:
+            break
+        tokens *= 2
     victim = pool.pids()[1]
     restarts = pool.restarts
     out: dict = {}
     t = threading.Thread(target=lambda: out.setdefault("result", pool.generate(req)))
     t.start()
-    time.sleep(0.5)  # the shard is in flight on both workers
+    time.sleep(min(0.25 * took, 1.0))  # the shard is in flight on both workers
     os.kill(victim, signal.SIGKILL)
     t.join(timeout=300)
     assert "result" in out, "generate did not return after the worker was killed"
