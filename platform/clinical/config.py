@@ -62,7 +62,7 @@ class VLLMConfig:
     enforce_eager: bool = _f(True, "no CUDA graphs (faster start, slower decode)")
     max_num_seqs: int = _f(256, "sequences batched per engine step")
     enable_prefix_caching: bool = _f(True, "reuse the KV cache of shared prompt prefixes (G samples)")
-    cpu_kvcache_gb: float = _f(1.0, "KV cache size on CPU engines (VLLM_CPU_KVCACHE_SPACE)")
+    cpu_kvcache_gb: int = _f(1, "KV cache GiB on CPU engines (VLLM_CPU_KVCACHE_SPACE, a whole number)")
 
     def __post_init__(self) -> None:
         require(self.tensor_parallel_size >= 1, "rollout.vllm.tensor_parallel_size",
@@ -71,7 +71,10 @@ class VLLMConfig:
                 f"{self.gpu_memory_utilization} must be in (0, 1]")
         require(self.max_model_len >= 16, "rollout.vllm.max_model_len", f"{self.max_model_len} must be >= 16")
         require(self.max_num_seqs >= 1, "rollout.vllm.max_num_seqs", f"{self.max_num_seqs} must be >= 1")
-        require(self.cpu_kvcache_gb > 0, "rollout.vllm.cpu_kvcache_gb", f"{self.cpu_kvcache_gb} must be > 0")
+        require(float(self.cpu_kvcache_gb).is_integer() and self.cpu_kvcache_gb >= 1,
+                "rollout.vllm.cpu_kvcache_gb",
+                f"{self.cpu_kvcache_gb} must be a whole number of GiB >= 1 (vLLM reads an int)")
+        self.cpu_kvcache_gb = int(self.cpu_kvcache_gb)
 
 
 @dataclass
@@ -89,6 +92,10 @@ class RolloutConfig:
     num_cpus: float = _f(0.25, "CPUs reserved per rollout worker actor")
     num_gpus: float = _f(0.0, "GPUs per rollout worker actor")
     timeout_s: float = _f(600.0, "seconds to wait for one generate call")
+    weight_sync: Literal["auto", "object_store", "broadcast"] = _f(
+        "auto", "learner -> rollout weights after each update: object_store (ray.put, workers "
+        "reload), broadcast (vllm only: learner rank 0 broadcasts into the engines, NCCL on GPUs, "
+        "gloo on CPU); auto = broadcast for vLLM engines on GPUs, else object_store")
     vllm: VLLMConfig = _f(None, "vLLM engine settings (used when backend is vllm)")
 
     def __post_init__(self) -> None:
@@ -204,7 +211,7 @@ class ClinicalConfig:
             "data": self.data.path or "synthetic", "prompts_per_step": self.data.prompts_per_step,
             "group_size": self.rollout.group_size, "temperature": self.rollout.temperature,
             "max_new_tokens": self.rollout.max_new_tokens, "rollout_backend": self.rollout.backend,
-            "rollout_workers": self.rollout.num_workers,
+            "rollout_workers": self.rollout.num_workers, "weight_sync": self.rollout.weight_sync,
             **({"placement": self.placement} if self.rollout.num_gpus or self.learner.num_gpus else {}),
             **({f"vllm.{k}": v for k, v in vars(self.rollout.vllm).items()}
                if self.rollout.backend == "vllm" else {}), "zero_stage": self.learner.zero_stage,

@@ -11,7 +11,6 @@ for ``algorithms.sampling.balanced_indices``), so every clinical algorithm is th
 from __future__ import annotations
 
 import contextlib
-import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -87,10 +86,31 @@ def timed(times: dict[str, float], stage: str) -> Iterator[None]:
         times[f"time/{stage}"] = times.get(f"time/{stage}", 0.0) + time.perf_counter() - start
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def weight_sync_method(cfg: ClinicalConfig) -> str:
+    """How weights reach the rollout workers after each update (``rollout.weight_sync``).
+
+    ``object_store`` (HF workers always; vLLM via ``reload_weights``), ``broadcast-nccl``
+    (vLLM engines on GPUs, learner rank 0 on a GPU) or ``broadcast-gloo`` (vLLM on CPU, the
+    same protocol over gloo). ``auto``: NCCL broadcast when vLLM engines have GPUs, else the
+    object store. Impossible choices raise a ConfigError naming the field.
+    """
+    from platform.errors import require
+
+    r, lc = cfg.rollout, cfg.learner
+    mode = r.weight_sync
+    if mode == "auto":
+        mode = "broadcast" if r.backend == "vllm" and r.num_gpus > 0 else "object_store"
+    if mode == "object_store":
+        return mode
+    require(r.backend == "vllm", "rollout.weight_sync",
+            f"'broadcast' needs rollout.backend=vllm (got {r.backend!r}); allowed with "
+            f"{r.backend}: auto, object_store")
+    if r.num_gpus > 0:
+        require(lc.num_gpus > 0, "rollout.weight_sync",
+                "'broadcast' with GPU engines is an NCCL broadcast from learner rank 0, which "
+                "needs learner.num_gpus > 0; or set rollout.weight_sync=object_store")
+        return "broadcast-nccl"
+    return "broadcast-gloo"
 
 
 def row_image(row: dict) -> bytes | None:
@@ -244,6 +264,7 @@ class Pipeline:
         self.cfg = cfg
         self.model_path = str(models.resolve_model_path(cfg.model.path))
         preflight_backend(cfg, self.model_path)  # vllm missing / unsupported head size: before Ray
+        self.sync_method = weight_sync_method(cfg)
         data_path = cfg.data.path or str(synth.default_dataset_path())
         self.train_df = dataset.load_dataset(data_path, "train")
         self.eval_df = dataset.load_dataset(data_path, cfg.data.eval_split)
@@ -290,9 +311,10 @@ class Pipeline:
                                 r.max_restarts, r.timeout_s,
                                 actor_options=self.placement.rollout_options).start(wait=False)
         self.learners = LearnerGroup(self.model_path, lc, r.temperature, self.cfg.seed,
-                                     self.cfg.model.dtype, free_port(),
+                                     self.cfg.model.dtype,
                                      actor_options=self.placement.learner_options)
         self.pool.wait_ready()
+        self.pool.weights_source = self.learners.full_weights  # a restarted engine reloads these
 
     def attach(self, pool, learners) -> None:
         """Use actors started elsewhere (benchmarks, comparisons); the caller resets their weights."""
@@ -353,8 +375,14 @@ class Pipeline:
             groups=[names.index(self.train_groups[idx[p]]) for p in prompt_index])
         return self.learners.update(batch)
 
-    def sync(self, step: int) -> None:
-        self.pool.load_weights(self.learners.full_weights(), version=step)
+    def sync(self, step: int) -> dict[str, float]:
+        """Learner -> rollout workers (:func:`weight_sync_method`); returns ``weight_sync/*``."""
+        if self.sync_method.startswith("broadcast-"):
+            result = self.pool.broadcast_weights(self.learners, step,
+                                                 self.sync_method.removeprefix("broadcast-"))
+        else:
+            result = self.pool.load_weights(self.learners.full_weights(), version=step)
+        return result.metrics()
 
     def evaluate(self, step: int) -> dict[str, float]:
         """Greedy answers on the held-out prompts -> per-group clinical fairness metrics."""
@@ -431,7 +459,7 @@ def train(pipe: Pipeline, start_step: int, run_id: str, ckpt_root: str,
         with timed(times, "update"):
             learner_metrics = pipe.update(idx, rows, result, adv.advantages, prompt_index)
         with timed(times, "sync"):
-            pipe.sync(step)
+            sync_metrics = pipe.sync(step)
         eval_metrics: dict[str, float] = {}
         if step == cfg.iterations or (cfg.eval_every and step % cfg.eval_every == 0):
             with timed(times, "evaluate"):
@@ -447,6 +475,7 @@ def train(pipe: Pipeline, start_step: int, run_id: str, ckpt_root: str,
             "throughput/steps_per_s": 1.0 / times["time/step"],
             "rollout/restarts": float(pipe.pool.restarts), "data/epoch": float(pipe.cursor.epoch),
             **{f"advantage/{k}": v for k, v in adv.diagnostics.items()}, **learner_metrics, **eval_metrics,
+            **(sync_metrics or {}),
         }
         if logged_through is None or step > logged_through:
             tracking.log_metrics(metrics, step=step)

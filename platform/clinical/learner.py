@@ -26,6 +26,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from platform.clinical.weight_sync import BroadcastLearnerMixin
 from platform.cluster import REPO_ROOT
 from typing import Any
 
@@ -99,12 +100,29 @@ def ppo_token_loss(logp, old_logp, ref_logp, advantages, mask, clip_eps: float, 
     return loss, stats
 
 
-class LearnerImpl:
-    """One rank of the DeepSpeed learner group (plain object; the Ray actor wraps it)."""
+class LearnerImpl(BroadcastLearnerMixin):
+    """One rank of the DeepSpeed learner group (plain object; the Ray actor wraps it).
 
-    def __init__(self, rank: int, world_size: int, master_addr: str, master_port: int,
-                 model_path: str, cfg: dict[str, Any], temperature: float, seed: int,
-                 dtype: str = "float32"):
+    Two phases, so that ranks on several nodes meet at rank 0's address: the constructor
+    only records its arguments; :meth:`endpoint` (rank 0) names this node's IP and a free
+    port; :meth:`setup` (every rank, concurrently) joins the group and builds the engine.
+    """
+
+    def __init__(self, rank: int, world_size: int, model_path: str, cfg: dict[str, Any],
+                 temperature: float, seed: int, dtype: str = "float32"):
+        self._args = (rank, world_size, model_path, cfg, temperature, seed, dtype)
+
+    def endpoint(self) -> tuple[str, int]:
+        """This node's IP and a free port on it (rank 0: the rendezvous of the group)."""
+        return self.sync_endpoint()
+
+    def setup(self, master_addr: str, master_port: int) -> int:
+        self._setup(master_addr, master_port, *self._args)
+        return self.rank
+
+    def _setup(self, master_addr: str, master_port: int, rank: int, world_size: int,
+               model_path: str, cfg: dict[str, Any], temperature: float, seed: int,
+               dtype: str = "float32") -> None:
         os.environ.update(MASTER_ADDR=master_addr, MASTER_PORT=str(master_port), RANK=str(rank),
                           WORLD_SIZE=str(world_size), LOCAL_RANK="0")
         os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(TORCH_EXTENSIONS_DIR))
@@ -320,6 +338,34 @@ class LearnerImpl:
                 return None
             return [(n, p.detach().to("cpu", copy=True).clone()) for n, p in named]
 
+    # -- broadcast weight sync (weight_sync.broadcast_weights) ------------------------------
+    def _gathered(self):
+        """ZeRO-3: gather full parameters on every rank (a collective); ZeRO-2: nothing."""
+        import deepspeed
+
+        if self.cfg["zero_stage"] != 3:
+            return _nullcontext()
+        return deepspeed.zero.GatheredParameters(list(self.engine.module.parameters()),
+                                                 modifier_rank=None)
+
+    def named_weights(self) -> list[tuple[str, Any]]:
+        """Full HF-named parameters on this rank's device (valid inside :meth:`_gathered`)."""
+        return [(n, p.detach()) for n, p in self.engine.module.named_parameters()]
+
+    def weight_specs(self) -> list[tuple[str, str, tuple[int, ...]]]:
+        """What engines allocate before a broadcast (full shapes, also under ZeRO-3)."""
+        return [(n, str(p.dtype).removeprefix("torch."), tuple(getattr(p, "ds_shape", p.shape)))
+                for n, p in self.engine.module.named_parameters()]
+
+    def send_weights(self) -> int:
+        """Every rank joins the gather; rank 0 broadcasts (``init_sender`` first)."""
+        with self._gathered():
+            if self.rank != 0:
+                return 0
+            if self._sender is None:
+                raise RuntimeError("send_weights on learner rank 0 before init_sender")
+            return self._sender.send(self.named_weights())
+
     def optimizer_state(self) -> list[Any]:
         """This rank's optimizer tensors (flattened, CPU) for bit-exact comparisons."""
         return _flatten_tensors(self.optimizer.state_dict())
@@ -378,9 +424,10 @@ class LearnerGroup:
     """Driver-side handle: ``num_learners`` learner actors that always act together."""
 
     def __init__(self, model_path: str, cfg: Any, temperature: float, seed: int, dtype: str,
-                 master_port: int, actor_options: list[dict[str, Any]] | None = None):
+                 actor_options: list[dict[str, Any]] | None = None):
         """``actor_options[rank]``: Ray options placing that rank in its placement-group bundle
-        (``placement.Placement.learner_options``); None = ``cfg.num_cpus``/``cfg.num_gpus``."""
+        (``placement.Placement.learner_options``); None = ``cfg.num_cpus``/``cfg.num_gpus``.
+        The ranks rendezvous at rank 0's node IP and a port free there (multi-node safe)."""
         import ray
 
         Path(TORCH_EXTENSIONS_DIR).mkdir(parents=True, exist_ok=True)
@@ -396,11 +443,11 @@ class LearnerGroup:
             actor.options(**(actor_options[rank] if actor_options is not None else
                              {"num_cpus": cfg.num_cpus, "num_gpus": cfg.num_gpus}),
                           runtime_env=worker_runtime_env(env)).remote(
-                rank, cfg.num_learners, "127.0.0.1", master_port, model_path, cfg_dict,
-                temperature, seed, dtype)
+                rank, cfg.num_learners, model_path, cfg_dict, temperature, seed, dtype)
             for rank in range(cfg.num_learners)
         ]
-        self._all(lambda a: a.ping.remote())
+        addr, port = ray.get(self.actors[0].endpoint.remote(), timeout=self.timeout)
+        self._all(lambda a: a.setup.remote(addr, port))
 
     def _all(self, call) -> list[Any]:
         import ray

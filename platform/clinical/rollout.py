@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import io
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from platform.registry import Registry
 from typing import Any, Protocol, runtime_checkable
@@ -283,10 +283,14 @@ class _WorkerImpl:
         return os.getpid()
 
 
-def make_worker_class():
-    """The Ray actor class (created lazily so importing this module needs no Ray)."""
+def make_worker_class(backend: str = "hf"):
+    """The Ray actor class (created lazily so importing this module needs no Ray or vLLM)."""
     import ray
 
+    if backend == "vllm":
+        from platform.clinical.vllm_backend import EngineWorkerImpl
+
+        return ray.remote(EngineWorkerImpl)
     return ray.remote(_WorkerImpl)
 
 
@@ -310,12 +314,21 @@ class RolloutPool:
     "Per-worker Ray options (``placement.Placement.engine_options(i)``); None = num_cpus/num_gpus."
     workers: list[Any] = field(default_factory=list, init=False)
     restarts: int = field(default=0, init=False)
+    weights_source: Callable[[], list[tuple[str, Any]]] | None = None
+    "Current full weights for a restarted worker when weights travel by broadcast (no object-store copy)."
     _weights_ref: Any = field(default=None, init=False)
     _version: int = field(default=-1, init=False)
+    _group: tuple[str, int] | None = field(default=None, init=False)
+    _group_restarts: int = field(default=0, init=False)
 
     def start(self, wait: bool = True) -> RolloutPool:
-        """Create the actors; ``wait=False`` returns at once (call :meth:`wait_ready`)."""
-        cls = make_worker_class()
+        """Create the actors; ``wait=False`` returns at once (call :meth:`wait_ready`).
+
+        ``backend="vllm"``: the actors are :class:`~platform.clinical.vllm_backend.EngineWorkerImpl`
+        (rollout worker + broadcast weight sync) and run under ``EQUIRL_VLLM_PYTHON`` when it
+        is set (Ray's ``py_executable``: vLLM in its own environment, same Ray and torch).
+        """
+        cls = make_worker_class(self.backend)
         self.workers = [
             cls.options(**self._resources(k), max_restarts=self.max_restarts, max_task_retries=0,
                         name=None).remote(self.backend, self.backend_kwargs)
@@ -326,23 +339,65 @@ class RolloutPool:
         return self
 
     def _resources(self, k: int) -> dict[str, Any]:
-        """Ray options placing worker ``k``: its placement-group bundle, or plain resources."""
+        """Ray options placing worker ``k``: its placement-group bundle, or plain resources,
+        plus the engines' interpreter for vLLM."""
         if self.actor_options is None:
-            return {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus}
-        return {key: v for key, v in self.actor_options[k].items() if v is not None}
+            opts: dict[str, Any] = {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus}
+        else:
+            opts = {key: v for key, v in self.actor_options[k].items() if v is not None}
+        if self.backend == "vllm":
+            from platform.clinical.vllm_backend import engine_runtime_env
+
+            env = engine_runtime_env(opts.get("runtime_env"))
+            if env:
+                opts["runtime_env"] = env
+        return opts
 
     def wait_ready(self) -> None:
         import ray
 
         ray.get([w.version.remote() for w in self.workers], timeout=self.timeout_s)
 
-    def load_weights(self, named_tensors: list[tuple[str, Any]], version: int) -> None:
-        import ray
+    def named(self) -> dict[str, Any]:
+        """``{"rollout-worker-k": actor}``: the names timeouts and errors use."""
+        return {f"rollout-worker-{k}": w for k, w in enumerate(self.workers)}
 
-        self._weights_ref = ray.put(named_tensors)
+    def load_weights(self, named_tensors: list[tuple[str, Any]], version: int):
+        """Object-store sync: one ``ray.put``, every worker loads it (vLLM: ``reload_weights``).
+
+        Returns the :class:`~platform.clinical.weight_sync.SyncResult`; a worker that does not
+        finish within ``timeout_s`` is named in the WeightSyncTimeout."""
+        from platform.clinical.weight_sync import sync_via_object_store
+
+        result, self._weights_ref = sync_via_object_store(self.named(), named_tensors, version,
+                                                          self.timeout_s)
         self._version = version
-        ray.get([w.load_weights.remote(self._weights_ref, version) for w in self.workers],
-                timeout=self.timeout_s)
+        return result
+
+    # -- broadcast weight sync (vLLM engines; NCCL on GPUs, gloo on CPU) --------------------
+    def init_broadcast(self, learners: Any, backend: str) -> int:
+        """Form the group {learner rank 0} + every engine worker (again after a restart)."""
+        from platform.clinical.weight_sync import init_broadcast_group_for
+
+        tp = int(self.backend_kwargs.get("tensor_parallel_size", 1))
+        world = init_broadcast_group_for(learners.actors[0], self.named(), tp, backend,
+                                         self.timeout_s)
+        self._group = (backend, world)
+        return world
+
+    def broadcast_weights(self, learners: Any, version: int, backend: str):
+        """Learner rank 0 broadcasts its weights into every engine (other learner ranks join a
+        ZeRO-3 gather). A restarted engine is not in the old group, so the group is formed
+        anew first. Returns the SyncResult; a stuck learner or engine is named on timeout."""
+        from platform.clinical.weight_sync import broadcast_weights
+
+        if self._group is None or self._group[0] != backend or self._group_restarts != self.restarts:
+            self.init_broadcast(learners, backend)
+            self._group_restarts = self.restarts
+        result = broadcast_weights(learners.actors[0], self.named(), version, self.timeout_s,
+                                   backend, peers=learners.actors[1:])
+        self._version, self._weights_ref = version, None
+        return result
 
     def generate(self, req: GenerationRequest) -> GenerationResult:
         import ray
@@ -372,6 +427,8 @@ class RolloutPool:
         from ray.exceptions import RayActorError
 
         deadline = time.monotonic() + self.timeout_s
+        if self._weights_ref is None and self._version >= 0 and self.weights_source is not None:
+            self._weights_ref = ray.put(self.weights_source())  # broadcast mode: fetch them now
         while True:
             try:
                 if self._weights_ref is not None:

@@ -54,6 +54,22 @@ def engine_python() -> str | None:
     return os.environ.get("EQUIRL_VLLM_PYTHON") or None
 
 
+def engine_runtime_env(base: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """Ray ``runtime_env`` for an engine actor: ``base`` plus ``py_executable`` when
+    ``EQUIRL_VLLM_PYTHON`` names another interpreter (with the repo importable there)."""
+    python = engine_python()
+    if not python or os.path.abspath(python) == os.path.abspath(sys.executable):
+        return base
+    from platform.cluster import worker_runtime_env
+
+    env = dict(base or {})
+    env["py_executable"] = python
+    env_vars = dict(worker_runtime_env()["env_vars"])
+    env_vars.update(env.get("env_vars") or {})
+    env["env_vars"] = env_vars
+    return env
+
+
 def vllm_installed(python: str | None = None) -> bool:
     """Whether ``import vllm`` would find a package in ``python`` (default: this process)."""
     if python is None or os.path.abspath(python) == os.path.abspath(sys.executable):
@@ -154,12 +170,12 @@ class VLLMBackend:
     def __init__(self, model_path: str, tensor_parallel_size: int = 1,
                  gpu_memory_utilization: float = 0.85, max_model_len: int = 2048,
                  dtype: str = "auto", seed: int = 0, device: str = "auto",
-                 enforce_eager: bool = True, cpu_kvcache_gb: float = 1.0,
+                 enforce_eager: bool = True, cpu_kvcache_gb: int = 1,
                  max_num_seqs: int = 256, enable_prefix_caching: bool = True):
         device = _default_device() if device == "auto" else device
         preflight(model_path, device, python=sys.executable)
         if device == "cpu":
-            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", f"{cpu_kvcache_gb:g}")
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(int(cpu_kvcache_gb)))
             os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         from vllm import LLM
 
@@ -252,6 +268,11 @@ class VLLMBackend:
     def weights_checksum(self) -> float:
         return float(self.llm.collective_rpc("weights_checksum")[0])
 
+    def weight_sums(self) -> dict[str, float]:
+        """``{name: sum}`` of the parameters the engine exposes unpacked (on CPU vLLM repacks
+        linear layers into its GEMM kernels' layout, leaving those parameters empty)."""
+        return self.llm.collective_rpc("weight_sums")[0]
+
 
 class EngineWorkerImpl(_WorkerImpl):
     """Ray actor body for a vLLM engine: the rollout worker plus broadcast weight sync."""
@@ -266,6 +287,9 @@ class EngineWorkerImpl(_WorkerImpl):
 
     def weights_checksum(self) -> float:
         return self.backend.weights_checksum()
+
+    def weight_sums(self) -> dict[str, float]:
+        return self.backend.weight_sums()
 
     def node_ip(self) -> str:
         import ray
@@ -287,12 +311,12 @@ def start_engines(placement: Any, backend_kwargs: dict[str, Any], max_restarts: 
 
     cls = ray.remote(EngineWorkerImpl)
     engines = {}
+    if python:
+        os.environ["EQUIRL_VLLM_PYTHON"] = python
     for i in range(len(placement.plan.engine_bundles)):
         opts = {k: v for k, v in placement.engine_options(i).items() if v is not None}
-        python = python or engine_python()
-        if python:
-            env = dict(opts.get("runtime_env") or {})
-            env["py_executable"] = python
+        env = engine_runtime_env(opts.get("runtime_env"))
+        if env:
             opts["runtime_env"] = env
         engines[f"rollout-engine-{i}"] = cls.options(
             max_restarts=max_restarts, max_task_retries=0, **opts).remote("vllm", backend_kwargs)

@@ -1,18 +1,22 @@
 """Learner -> rollout-engine weight sync, after every update, with a timeout.
 
 Two transports, one result type (:class:`SyncResult`, whose ``seconds`` the driver logs
-to MLflow as ``timing/weight_sync_s``):
+to MLflow as ``weight_sync/seconds``):
 
 * **CPU** (CI, laptops): the full state dict gathered on learner rank 0 travels through
   the Ray object store (one ``ray.put``) and each engine reloads it with vLLM's
   ``llm.collective_rpc("reload_weights", kwargs={"weights_iterator": ...})``.
-* **GPU** (OpenRLHF / TRL style): a process group spanning learner rank 0 (rank 0) and
-  every engine worker (ranks 1..), created with vLLM's ``StatelessProcessGroup`` and a
-  ``PyNcclCommunicator``; rank 0 broadcasts each tensor, the workers receive into fresh
-  buffers and call ``model.load_weights``. The engine side lives in
+* **GPU** (OpenRLHF style): a process group spanning learner rank 0 (rank 0) and every
+  engine worker (ranks 1..), made from a ``TCPStore`` and a ``ProcessGroupNCCL`` outside
+  ``torch.distributed``'s global state (:func:`init_broadcast_group`; pure torch, so the
+  learners need no vLLM); rank 0 broadcasts each tensor, the workers receive into fresh
+  buffers and load them with vLLM's ``reload_weights``. The engine side lives in
   :class:`WeightSyncWorkerExtension`, which vLLM mixes into its workers
   (``LLM(worker_extension_cls="platform.clinical.weight_sync.WeightSyncWorkerExtension")``).
-  ``backend="gloo"`` runs the same protocol on CPU tensors.
+  ``backend="gloo"`` runs the same protocol on CPU tensors (CI runs the driver with it).
+
+The driver picks one with ``rollout.weight_sync`` (``auto``: broadcast over NCCL when
+vLLM engines have GPUs, the object store otherwise).
 
 A collective that one side never joins hangs forever; every wait here goes through
 :func:`wait_named`, which raises :class:`WeightSyncTimeout` naming the workers that did
@@ -27,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 WORKER_EXTENSION = "platform.clinical.weight_sync.WeightSyncWorkerExtension"
-METRIC_SYNC_SECONDS = "timing/weight_sync_s"
+METRIC_SYNC_SECONDS = "weight_sync/seconds"
 
 
 class WeightSyncTimeout(RuntimeError):
@@ -50,7 +54,8 @@ class SyncResult:
     seconds: float
 
     def metrics(self) -> dict[str, float]:
-        return {METRIC_SYNC_SECONDS: self.seconds, "weight_sync/mbytes": self.num_bytes / 2**20}
+        return {METRIC_SYNC_SECONDS: self.seconds, "weight_sync/mbytes": self.num_bytes / 2**20,
+                "weight_sync/tensors": float(self.num_tensors)}
 
 
 def wait_named(refs: Mapping[str, Any], timeout_s: float, what: str) -> dict[str, Any]:
@@ -110,35 +115,59 @@ def tensor_specs(named_tensors: Iterable[tuple[str, Any]]) -> list[tuple[str, st
 
 def init_broadcast_group(master_address: str, master_port: int, rank: int, world_size: int,
                          backend: str, device: Any = None, timeout_s: float = 300.0) -> Any:
-    """Join the learner+engines group. ``backend="nccl"``: a vLLM PyNcclCommunicator on
-    ``device``; ``"gloo"``: a torch ProcessGroup (CPU). Rank 0 is the learner."""
-    from vllm.distributed.utils import StatelessProcessGroup
+    """Join the learner+engines group as ``rank`` (rank 0, the learner, hosts the store).
 
-    if backend == "nccl":
-        from vllm.distributed.device_communicators.pynccl import PyNcclCommunicator
+    Pure torch, no ``torch.distributed`` global state and no vLLM import, so a DeepSpeed
+    learner (whose default process group is the learners' own) and a vLLM worker (whose
+    default group is its tensor-parallel one) can both join, each from its own Python
+    environment, as OpenRLHF does: a ``TCPStore`` rendezvous, then a ``ProcessGroupNCCL``
+    (GPU tensors on ``device``) or ``ProcessGroupGloo`` (CPU tensors) over a prefixed store.
+    """
+    from datetime import timedelta
 
-        pg = StatelessProcessGroup.create(host=master_address, port=master_port, rank=rank,
-                                          world_size=world_size, store_timeout=int(timeout_s))
-        return PyNcclCommunicator(pg, device=device)
+    import torch.distributed as dist
+
+    if backend not in ("nccl", "gloo"):
+        raise ValueError(f"weight sync backend must be 'nccl' or 'gloo', got {backend!r}")
+    timeout = timedelta(seconds=timeout_s)
+    store = dist.TCPStore(master_address, master_port, world_size, is_master=rank == 0,
+                          timeout=timeout, wait_for_workers=False)
+    prefix = dist.PrefixStore("equirl-weight-sync", store)
     if backend == "gloo":
-        from vllm.distributed.utils import stateless_init_torch_distributed_process_group
-
-        return stateless_init_torch_distributed_process_group(
-            master_address, master_port, rank, world_size, backend="gloo")
-    raise ValueError(f"weight sync backend must be 'nccl' or 'gloo', got {backend!r}")
-
-
-def broadcast_tensor(group: Any, tensor: Any, src: int = 0, timeout_s: float = 300.0) -> None:
-    """In-place broadcast from ``src`` over either kind of group (gloo ops time out after
-    ``timeout_s``; NCCL ops are bounded by the driver's :func:`wait_named`)."""
-    if type(group).__name__ == "PyNcclCommunicator":
+        group = dist.ProcessGroupGloo(prefix, rank, world_size, timeout)
+    else:
         import torch
 
-        group.broadcast(tensor, src=src, stream=torch.cuda.current_stream())
-    else:
-        from datetime import timedelta
+        if device is not None:
+            torch.cuda.set_device(device)
+        opts = dist.ProcessGroupNCCL.Options()
+        opts._timeout = timeout
+        group = dist.ProcessGroupNCCL(prefix, rank, world_size, opts)
+    return BroadcastGroup(group, store, rank, world_size, backend)
 
-        group.broadcast(tensor, root=src, timeout=timedelta(seconds=timeout_s)).wait()
+
+@dataclass
+class BroadcastGroup:
+    """A joined group; keeps the ``TCPStore`` alive as long as the group (rank 0 serves it)."""
+
+    group: Any
+    store: Any
+    rank: int
+    world_size: int
+    backend: str
+
+
+def broadcast_tensor(group: BroadcastGroup, tensor: Any, src: int = 0, timeout_s: float = 300.0) -> None:
+    """In-place broadcast from ``src`` (gloo ops time out after ``timeout_s`` inside the
+    group; an NCCL op that never completes is bounded by the driver's :func:`wait_named`)."""
+    from datetime import timedelta
+
+    import torch.distributed as dist
+
+    opts = dist.BroadcastOptions()
+    opts.rootRank = src
+    opts.timeout = timedelta(seconds=timeout_s)
+    group.group.broadcast([tensor], opts).wait()
 
 
 class BroadcastSender:
@@ -217,6 +246,11 @@ class WeightSyncWorkerExtension:
         return float(sum(p.detach().float().sum().item()
                          for p in self.model_runner.model.parameters()))
 
+    def weight_sums(self) -> dict[str, float]:
+        """``{name: float64 sum}`` of every non-empty parameter (tests compare with the learner)."""
+        return {n: float(p.detach().double().sum().item())
+                for n, p in self.model_runner.model.named_parameters() if p.numel()}
+
 
 class BroadcastLearnerMixin:
     """Methods a learner actor (rank 0) needs for :func:`broadcast_weights`.
@@ -272,17 +306,20 @@ def init_broadcast_group_for(learner: Any, engines: Mapping[str, Any], tensor_pa
 
 
 def broadcast_weights(learner: Any, engines: Mapping[str, Any], version: int,
-                      timeout_s: float = 300.0, backend: str = "nccl") -> SyncResult:
+                      timeout_s: float = 300.0, backend: str = "nccl",
+                      peers: Iterable[Any] = ()) -> SyncResult:
     """One learner -> engines broadcast (group from :func:`init_broadcast_group_for`).
 
-    The learner's send and every engine's receive run concurrently; if any of them has not
-    returned after ``timeout_s`` the WeightSyncTimeout names it.
+    The learner's send and every engine's receive run concurrently; ``peers`` (learner ranks
+    1..) call ``send_weights`` too, to join a ZeRO-3 parameter gather (they send nothing).
+    If any of them has not returned after ``timeout_s`` the WeightSyncTimeout names it.
     """
     import ray
 
     start = time.perf_counter()
     specs = ray.get(learner.weight_specs.remote(), timeout=timeout_s)
     refs = {"learner-rank-0": learner.send_weights.remote()}
+    refs.update({f"learner-rank-{r}": p.send_weights.remote() for r, p in enumerate(peers, 1)})
     for name, engine in engines.items():
         refs[name] = engine.receive_weights.remote(specs, version)
     wait_named(refs, timeout_s, f"weight broadcast ({backend}) of version {version}")

@@ -43,7 +43,6 @@ def _request(n_prompts: int, n: int, max_new_tokens: int, seed: int):
 def actors(ray_session):
     from platform.clinical import models
     from platform.clinical.config import LearnerConfig
-    from platform.clinical.driver import free_port
     from platform.clinical.learner import LearnerGroup, ensure_comm_extension
     from platform.clinical.rollout import RolloutPool
 
@@ -53,7 +52,7 @@ def actors(ray_session):
                        timeout_s=300).start(wait=False)
     cfg = LearnerConfig(num_learners=2, zero_stage=3, kl_coef=0.1, grad_accum=2, num_cpus=0.1,
                         timeout_s=300)
-    learners = LearnerGroup(path, cfg, temperature=1.0, seed=0, dtype="float32", master_port=free_port())
+    learners = LearnerGroup(path, cfg, temperature=1.0, seed=0, dtype="float32")
     pool.wait_ready()
     yield pool, learners
     pool.shutdown()
