@@ -1,7 +1,9 @@
-"""End to end on a real Ray head: ``ray job submit --working-dir . -- python -m platform.train``.
+"""End to end on a real Ray head: ``ray job submit --working-dir . -- python -m platform.train``
+and ``... -- python -m platform.sweep``.
 
 Starts its own head on free ports (dashboard on 127.0.0.1), submits a 2-iteration
-group-robust PPO job on the rural hospital, waits for SUCCEEDED, finds the MLflow run,
+group-robust PPO job on the rural hospital, then a 2-trial sweep (λ 0 and 0.3), waits for
+SUCCEEDED each time, finds the MLflow runs (one parent + one child per trial for the sweep),
 checks hygiene (HOME points at an empty dir for the head, the CLI and the job: nothing may
 appear in ``~/.ray`` or ``~/ray_results``), and stops only the processes of that head (never a global ``ray stop``: other Ray
 instances may be running on this machine).
@@ -22,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 def _free_ports(n: int) -> list[int]:
@@ -82,9 +84,31 @@ def _wait_http(url: str, timeout: float) -> None:
     raise TimeoutError(f"{url} did not answer within {timeout}s")
 
 
+def _submit_and_wait(ray_bin: str, address: str, runtime_env: dict, cwd, env, module_args: list[str],
+                     timeout: float = 420) -> str:
+    """``ray job submit --working-dir . -- python -m <module_args>``; SUCCEEDED -> its logs."""
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    submit = subprocess.run(
+        [ray_bin, "job", "submit", "--address", address, "--working-dir", ".", "--no-wait",
+         "--runtime-env-json", json.dumps(runtime_env), "--", sys.executable, "-m", *module_args],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=180)
+    assert submit.returncode == 0, submit.stdout + submit.stderr
+    job_id = re.search(r"(raysubmit_\w+)", submit.stdout + submit.stderr).group(1)
+    client = JobSubmissionClient(address)
+    deadline = time.time() + timeout
+    status = client.get_job_status(job_id)
+    while status not in {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}:
+        assert time.time() < deadline, f"job {job_id} still {status}"
+        time.sleep(2)
+        status = client.get_job_status(job_id)
+    logs = client.get_job_logs(job_id)
+    assert status == JobStatus.SUCCEEDED, logs[-4000:]
+    return logs
+
+
 def test_ray_job_submit_trains_and_logs_to_mlflow(repo_root, run_env, tmp_path):
     import mlflow
-    from ray.job_submission import JobStatus, JobSubmissionClient
 
     gcs, dash, client_port, nm, om, agent, agent_grpc, rt_agent, metrics = _free_ports(9)
     ray_bin = str(Path(sys.executable).parent / "ray")
@@ -110,27 +134,18 @@ def test_ray_job_submit_trains_and_logs_to_mlflow(repo_root, run_env, tmp_path):
             "excludes": [".venv", ".venv-vllm", "ray_results", "mlruns", "*.db", ".git", "artifacts"],
             "env_vars": {"EQUIRL_STORAGE": str(tmp_path / "storage"), "RAY_AUTH_MODE": "disabled"},
         }
-        submit = subprocess.run(
-            [ray_bin, "job", "submit", "--address", address, "--working-dir", ".", "--no-wait",
-             "--runtime-env-json", json.dumps(runtime_env), "--",
-             sys.executable, "-m", "platform.train", "group-robust-ppo", "--scenario", "rural",
-             "--iterations", "2", "--lambda", "0.3", "--num-env-runners", "1",
-             "--tracking-uri", f"sqlite:///{db}", "--experiment", "job-submit",
-             "--set", "train_batch_size=200", "--set", "minibatch_size=100",
-             "--set", "num_epochs=1", "--set", "eval_episodes=1", "--set", "hidden_sizes=[16]"],
-            cwd=repo_root, env=env, capture_output=True, text=True, timeout=180)
-        assert submit.returncode == 0, submit.stdout + submit.stderr
-        job_id = re.search(r"(raysubmit_\w+)", submit.stdout + submit.stderr).group(1)
-        client = JobSubmissionClient(address)
-        deadline = time.time() + 420
-        status = client.get_job_status(job_id)
-        while status not in {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}:
-            assert time.time() < deadline, f"job {job_id} still {status}"
-            time.sleep(2)
-            status = client.get_job_status(job_id)
-        logs = client.get_job_logs(job_id)
-        assert status == JobStatus.SUCCEEDED, logs[-4000:]
+        tiny = ["--set", "train_batch_size=200", "--set", "minibatch_size=100", "--set", "num_epochs=1",
+                "--set", "eval_episodes=1", "--set", "hidden_sizes=[16]"]
+        logs = _submit_and_wait(ray_bin, address, runtime_env, repo_root, env, [
+            "platform.train", "group-robust-ppo", "--scenario", "rural", "--iterations", "2",
+            "--lambda", "0.3", "--num-env-runners", "1", "--tracking-uri", f"sqlite:///{db}",
+            "--experiment", "job-submit", *tiny])
         assert "iter    2/2" in logs and "MLflow run" in logs
+        # The sweep CLI on the same cluster: a Tune grid of 2 trials, parent + child runs.
+        logs = _submit_and_wait(ray_bin, address, runtime_env, repo_root, env, [
+            "platform.sweep", "group-robust-ppo", "--scenarios", "rural", "--lambdas", "0,0.3",
+            "--seeds", "1", "--iterations", "1", "--tracking-uri", f"sqlite:///{db}",
+            "--experiment", "job-sweep", "--set", "num_env_runners=0", *tiny])
     finally:
         _kill_head(head, gcs)
         log.close()
@@ -146,3 +161,12 @@ def test_ray_job_submit_trains_and_logs_to_mlflow(repo_root, run_env, tmp_path):
     assert any(k.startswith("fairness/") for k in run.data.metrics)
     assert any(k.startswith("group/") and k.endswith("/objective") for k in run.data.metrics)
     assert Path(run.data.tags["equirl.checkpoint"]).is_dir()
+
+    runs = mlf.search_runs([mlf.get_experiment_by_name("job-sweep").experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 1 and len(children) == 2
+    assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
+    assert sorted(float(r.data.params["robust_lambda"]) for r in children) == [0.0, 0.3]
+    assert all(r.info.status == "FINISHED" for r in runs)
+    assert all("eval/return" in r.data.metrics for r in children)
