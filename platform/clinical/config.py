@@ -71,10 +71,8 @@ class VLLMConfig:
                 f"{self.gpu_memory_utilization} must be in (0, 1]")
         require(self.max_model_len >= 16, "rollout.vllm.max_model_len", f"{self.max_model_len} must be >= 16")
         require(self.max_num_seqs >= 1, "rollout.vllm.max_num_seqs", f"{self.max_num_seqs} must be >= 1")
-        require(float(self.cpu_kvcache_gb).is_integer() and self.cpu_kvcache_gb >= 1,
-                "rollout.vllm.cpu_kvcache_gb",
-                f"{self.cpu_kvcache_gb} must be a whole number of GiB >= 1 (vLLM reads an int)")
-        self.cpu_kvcache_gb = int(self.cpu_kvcache_gb)
+        require(self.cpu_kvcache_gb >= 1, "rollout.vllm.cpu_kvcache_gb",
+                f"{self.cpu_kvcache_gb} must be >= 1 (whole GiB: vLLM reads an int)")
 
 
 @dataclass
@@ -95,7 +93,8 @@ class RolloutConfig:
     weight_sync: Literal["auto", "object_store", "broadcast"] = _f(
         "auto", "learner -> rollout weights after each update: object_store (ray.put, workers "
         "reload), broadcast (vllm only: learner rank 0 broadcasts into the engines, NCCL on GPUs, "
-        "gloo on CPU); auto = broadcast for vLLM engines on GPUs, else object_store")
+        "gloo on CPU); auto = broadcast for vLLM engines and learners on GPUs of their own "
+        "(placement: dedicated), else object_store")
     vllm: VLLMConfig = _f(None, "vLLM engine settings (used when backend is vllm)")
 
     def __post_init__(self) -> None:

@@ -90,16 +90,19 @@ def weight_sync_method(cfg: ClinicalConfig) -> str:
     """How weights reach the rollout workers after each update (``rollout.weight_sync``).
 
     ``object_store`` (HF workers always; vLLM via ``reload_weights``), ``broadcast-nccl``
-    (vLLM engines on GPUs, learner rank 0 on a GPU) or ``broadcast-gloo`` (vLLM on CPU, the
-    same protocol over gloo). ``auto``: NCCL broadcast when vLLM engines have GPUs, else the
-    object store. Impossible choices raise a ConfigError naming the field.
+    (vLLM engines on GPUs, learner rank 0 on another GPU) or ``broadcast-gloo`` (vLLM on CPU,
+    the same protocol over gloo). ``auto``: NCCL broadcast when vLLM engines and learners have
+    GPUs of their own (``placement: dedicated``), else the object store (colocated: NCCL
+    cannot put two ranks on one GPU). Impossible choices raise a ConfigError naming the field.
     """
     from platform.errors import require
 
     r, lc = cfg.rollout, cfg.learner
     mode = r.weight_sync
+    colocated = cfg.placement == "colocated"
     if mode == "auto":
-        mode = "broadcast" if r.backend == "vllm" and r.num_gpus > 0 else "object_store"
+        gpu_engines = r.backend == "vllm" and r.num_gpus > 0
+        mode = "broadcast" if gpu_engines and lc.num_gpus > 0 and not colocated else "object_store"
     if mode == "object_store":
         return mode
     require(r.backend == "vllm", "rollout.weight_sync",
@@ -109,6 +112,9 @@ def weight_sync_method(cfg: ClinicalConfig) -> str:
         require(lc.num_gpus > 0, "rollout.weight_sync",
                 "'broadcast' with GPU engines is an NCCL broadcast from learner rank 0, which "
                 "needs learner.num_gpus > 0; or set rollout.weight_sync=object_store")
+        require(not colocated, "rollout.weight_sync",
+                "'broadcast' with placement=colocated would put two NCCL ranks on one GPU, which "
+                "NCCL refuses; use auto or object_store with colocated, or placement=dedicated")
         return "broadcast-nccl"
     return "broadcast-gloo"
 

@@ -5,7 +5,8 @@
 * the tiny Gemma3 VLM (MedGemma's architecture) generating with images on vLLM (GPU);
 * NCCL weight sync: learner rank 0 broadcasts into an engine; a stalled sync names the
   stuck worker (needs 2 GPUs: NCCL cannot put two ranks on one device);
-* one FairGRPO step with a DeepSpeed learner colocated with a vLLM engine on one GPU;
+* FairGRPO steps through the CLI with a DeepSpeed learner colocated with a vLLM engine on
+  one GPU, and (2 GPUs) on dedicated GPUs with the driver's NCCL broadcast weight sync;
 * (throughput: ``benchmarks/gpu_rollout_throughput.py --device cuda``).
 
 Everything skips without CUDA or without vLLM in the engines' Python (``EQUIRL_VLLM_PYTHON``
@@ -164,21 +165,38 @@ def test_nccl_broadcast_weight_sync_and_named_timeout(ray_session, tiny_vlm):
         plc.remove()
 
 
-def test_colocated_fairgrpo_step_with_deepspeed_learner(tmp_path):
-    """One training step through the real CLI: vLLM engine + DeepSpeed learner on one GPU."""
+def _train_cli(tmp_path, *sets: str):
+    """``python -m platform.train fairgrpo --iterations 2 --set ...`` -> its finished MLflow run."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "DS_ACCELERATOR": "cuda"}
     env.pop("RAY_ADDRESS", None)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    out = subprocess.run(
-        [sys.executable, "-m", "platform.train", "fairgrpo", "--iterations", "1",
-         "--tracking-uri", uri, "--set", "rollout.backend=vllm", "--set", "rollout.num_workers=1",
-         "--set", "rollout.num_gpus=0.5", "--set", "learner.num_learners=1",
-         "--set", "learner.num_gpus=0.5", "--set", "learner.dist_backend=nccl",
-         "--set", "placement=colocated"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=850)
+    args = [a for kv in ("rollout.backend=vllm", "rollout.num_workers=1", "learner.num_learners=1",
+                         "learner.dist_backend=nccl", *sets) for a in ("--set", kv)]
+    out = subprocess.run([sys.executable, "-m", "platform.train", "fairgrpo", "--iterations", "2",
+                          "--tracking-uri", uri, *args],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=850)
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
     import mlflow
 
     client = mlflow.MlflowClient(tracking_uri=uri)
-    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
-    assert runs and any(k.startswith("time/sync") or "sync" in k for k in runs[0].data.metrics)
+    (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert run.info.status == "FINISHED"
+    history = client.get_metric_history(run.info.run_id, "weight_sync/seconds")
+    assert [m.step for m in history] == [1, 2]
+    return run
+
+
+def test_colocated_fairgrpo_step_with_deepspeed_learner(tmp_path):
+    """Two training steps through the real CLI: vLLM engine + DeepSpeed learner on one GPU
+    (weights by object store: NCCL refuses two ranks on one device)."""
+    run = _train_cli(tmp_path, "rollout.num_gpus=0.5", "learner.num_gpus=0.5", "placement=colocated")
+    assert run.data.params["placement"] == "colocated"
+
+
+def test_dedicated_fairgrpo_with_nccl_broadcast_through_the_driver(tmp_path):
+    """Engine and learner on their own GPUs; weight_sync auto = NCCL broadcast from rank 0."""
+    if cuda_count() < 2:
+        pytest.skip("dedicated placement with NCCL broadcast needs 2 GPUs")
+    run = _train_cli(tmp_path, "rollout.num_gpus=1", "learner.num_gpus=1", "placement=dedicated")
+    assert run.data.params["weight_sync"] == "auto"
+    assert run.data.metrics["weight_sync/tensors"] > 0

@@ -32,6 +32,9 @@ torch = pytest.importorskip("torch")
     ({"rollout": {"vllm": {"gpu_memory_utilization": 1.5}}}, "rollout.vllm.gpu_memory_utilization", "(0, 1]"),
     ({"rollout": {"vllm": {"bogus": 1}}}, "rollout.vllm.bogus", "allowed: cpu_kvcache_gb"),
     ({"rollout": {"vllm": {"dtype": "int4"}}}, "rollout.vllm.dtype", "allowed"),
+    ({"rollout": {"vllm": {"cpu_kvcache_gb": 0.5}}}, "rollout.vllm.cpu_kvcache_gb", "expected an integer"),
+    ({"rollout": {"vllm": {"cpu_kvcache_gb": 0}}}, "rollout.vllm.cpu_kvcache_gb", ">= 1"),
+    ({"rollout": {"weight_sync": "nccl"}}, "rollout.weight_sync", "allowed: 'auto', 'object_store', 'broadcast'"),
     ({"rollout": {"backend": "vllm", "vllm": {"tensor_parallel_size": 2}}},
      "rollout.vllm.tensor_parallel_size", "needs GPUs"),
     ({"learner": {"num_gpus": -1}}, "learner.num_gpus", ">= 0"),
@@ -355,6 +358,39 @@ def test_vllm_settings_reach_backend_kwargs():
 
     assert set(kw) <= set(inspect.signature(VLLMBackend.__init__).parameters)
     assert cfg.tracked_params()["vllm.max_model_len"] == 512
+
+
+_VLLM_GPU = {"backend": "vllm", "num_gpus": 1, "num_workers": 1}
+
+
+@pytest.mark.parametrize("data, method", [
+    ({}, "object_store"),
+    ({"rollout": {"backend": "vllm"}}, "object_store"),
+    ({"rollout": {"backend": "vllm", "weight_sync": "broadcast"}}, "broadcast-gloo"),
+    ({"rollout": _VLLM_GPU, "learner": {"num_gpus": 1, "num_learners": 1}}, "broadcast-nccl"),
+    ({"rollout": {**_VLLM_GPU, "weight_sync": "object_store"}, "learner": {"num_gpus": 1}}, "object_store"),
+    ({"placement": "colocated", "rollout": {**_VLLM_GPU, "num_gpus": 0.5},
+      "learner": {"num_gpus": 0.5, "num_learners": 1}}, "object_store"),
+    ({"rollout": _VLLM_GPU}, "object_store"),  # CPU learners: no NCCL sender
+])
+def test_weight_sync_method(data, method):
+    from platform.clinical.driver import weight_sync_method
+
+    assert weight_sync_method(build(ClinicalConfig, data)) == method
+
+
+@pytest.mark.parametrize("data, words", [
+    ({"rollout": {"weight_sync": "broadcast"}}, "needs rollout.backend=vllm"),
+    ({"rollout": {**_VLLM_GPU, "weight_sync": "broadcast"}}, "learner.num_gpus > 0"),
+    ({"placement": "colocated", "rollout": {**_VLLM_GPU, "num_gpus": 0.5, "weight_sync": "broadcast"},
+      "learner": {"num_gpus": 0.5, "num_learners": 1}}, "two NCCL ranks on one GPU"),
+])
+def test_weight_sync_method_refuses_impossible_choices(data, words):
+    from platform.clinical.driver import weight_sync_method
+
+    with pytest.raises(ConfigError) as exc:
+        weight_sync_method(build(ClinicalConfig, data))
+    assert exc.value.field == "rollout.weight_sync" and words in str(exc.value)
 
 
 @pytest.mark.parametrize("data, cluster, ok", [
