@@ -117,39 +117,42 @@ def update_once(pipe, step: int) -> None:
     pipe.update(idx, rows, result, adv, prompt_index)
 
 
-@pytest.mark.parametrize("weight_sync,method", [("object_store", "object_store"),
-                                                ("broadcast", "broadcast-gloo")])
-def test_driver_syncs_learner_weights_into_vllm_engines(
-        ray_session, engine_python, tiny_llama_main, tmp_path, weight_sync, method):
+def test_driver_syncs_learner_weights_into_vllm_engines(ray_session, engine_python,
+                                                        tiny_llama_main, tmp_path):
+    """One pipeline (2 engines, 2 ZeRO-3 learners), both transports in turn, then a restart."""
     import ray
 
     from platform.clinical.driver import Pipeline
 
-    pipe = Pipeline(make_config(tiny_llama_main, weight_sync, tmp_path))
-    assert pipe.sync_method == method
+    pipe = Pipeline(make_config(tiny_llama_main, "broadcast", tmp_path))
+    assert pipe.sync_method == "broadcast-gloo"
     try:
         pipe.start()
         initial = pipe.learners.full_weights()
         assert_engines_hold(pipe, initial)
-
-        update_once(pipe, 1)
-        weights = pipe.learners.full_weights()
-        assert learner_sum(weights) != pytest.approx(learner_sum(initial), rel=1e-6)  # it moved
-        metrics = pipe.sync(1)
-        assert metrics["weight_sync/tensors"] == len(weights) and metrics["weight_sync/seconds"] > 0
-        assert_engines_hold(pipe, weights)
-
-        if weight_sync == "broadcast":
-            # Kill engine 0: the next rollout waits for the restart, which reloads the
-            # learners' current weights; the next broadcast re-forms the group with it.
-            ray.kill(pipe.pool.workers[0], no_restart=False)
-            pipe.rollout(2)
-            assert pipe.pool.restarts >= 1
-            assert_engines_hold(pipe, weights)
-            update_once(pipe, 3)
+        previous = learner_sum(initial)
+        for step, method in enumerate(["object_store", "broadcast-gloo"], start=1):
+            pipe.sync_method = method
+            update_once(pipe, step)
             weights = pipe.learners.full_weights()
-            pipe.sync(3)
+            assert learner_sum(weights) != pytest.approx(previous, rel=1e-6)  # the update moved them
+            previous = learner_sum(weights)
+            metrics = pipe.sync(step)
+            assert metrics["weight_sync/tensors"] == len(weights)
+            assert metrics["weight_sync/seconds"] > 0
             assert_engines_hold(pipe, weights)
+
+        # Kill engine 0: the next rollout waits for the restart, which reloads the learners'
+        # current weights (no object-store copy exists in broadcast mode); the next broadcast
+        # re-forms the group with the restarted engine.
+        ray.kill(pipe.pool.workers[0], no_restart=False)
+        pipe.rollout(3)
+        assert pipe.pool.restarts >= 1
+        assert_engines_hold(pipe, weights)
+        update_once(pipe, 4)
+        weights = pipe.learners.full_weights()
+        pipe.sync(4)
+        assert_engines_hold(pipe, weights)
     finally:
         pipe.stop()
 
