@@ -54,10 +54,11 @@ def engine_python() -> str | None:
     return os.environ.get("EQUIRL_VLLM_PYTHON") or None
 
 
-def engine_runtime_env(base: dict[str, Any] | None = None) -> dict[str, Any] | None:
-    """Ray ``runtime_env`` for an engine actor: ``base`` plus ``py_executable`` when
-    ``EQUIRL_VLLM_PYTHON`` names another interpreter (with the repo importable there)."""
-    python = engine_python()
+def engine_runtime_env(base: dict[str, Any] | None = None,
+                       python: str | None = None) -> dict[str, Any] | None:
+    """Ray ``runtime_env`` for an engine actor: ``base`` plus ``py_executable`` when ``python``
+    (default ``EQUIRL_VLLM_PYTHON``) names another interpreter (with the repo importable there)."""
+    python = python or engine_python()
     if not python or os.path.abspath(python) == os.path.abspath(sys.executable):
         return base
     from platform.cluster import worker_runtime_env
@@ -311,11 +312,9 @@ def start_engines(placement: Any, backend_kwargs: dict[str, Any], max_restarts: 
 
     cls = ray.remote(EngineWorkerImpl)
     engines = {}
-    if python:
-        os.environ["EQUIRL_VLLM_PYTHON"] = python
     for i in range(len(placement.plan.engine_bundles)):
         opts = {k: v for k, v in placement.engine_options(i).items() if v is not None}
-        env = engine_runtime_env(opts.get("runtime_env"))
+        env = engine_runtime_env(opts.get("runtime_env"), python)
         if env:
             opts["runtime_env"] = env
         engines[f"rollout-engine-{i}"] = cls.options(

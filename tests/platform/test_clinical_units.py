@@ -461,3 +461,22 @@ def test_vllm_preflight_refuses_cpu_head_size(tmp_path, monkeypatch):
     preflight_backend(build(ClinicalConfig, {"rollout": {"backend": "vllm", "num_gpus": 1}}), str(tmp_path))
     with pytest.raises(UsageError, match="rollout.backend: 'sglang'; allowed: hf, vllm"):
         preflight_backend(build(ClinicalConfig, {"rollout": {"backend": "sglang"}}), str(tmp_path))
+
+
+def test_engine_runtime_env_runs_engines_under_the_vllm_python(monkeypatch):
+    """EQUIRL_VLLM_PYTHON -> py_executable, with the repo importable and per-actor env kept."""
+    import sys
+
+    from platform.clinical.vllm_backend import engine_runtime_env
+    from platform.cluster import REPO_ROOT
+
+    monkeypatch.delenv("EQUIRL_VLLM_PYTHON", raising=False)
+    assert engine_runtime_env(None) is None
+    assert engine_runtime_env({"env_vars": {"A": "1"}}) == {"env_vars": {"A": "1"}}
+    monkeypatch.setenv("EQUIRL_VLLM_PYTHON", sys.executable)  # same interpreter: nothing to switch
+    assert engine_runtime_env(None) is None
+    monkeypatch.setenv("EQUIRL_VLLM_PYTHON", "/opt/vllm/bin/python")
+    env = engine_runtime_env({"env_vars": {"A": "1"}})
+    assert env["py_executable"] == "/opt/vllm/bin/python" and env["env_vars"]["A"] == "1"
+    assert str(REPO_ROOT) in env["env_vars"]["PYTHONPATH"].split(":")
+    assert engine_runtime_env(None, "/other/python")["py_executable"] == "/other/python"
