@@ -382,9 +382,6 @@ class LearnerImpl(BroadcastLearnerMixin):
         self.steps = int(client.get("steps", 0))
         return self.steps
 
-    def ping(self) -> int:
-        return self.rank
-
 
 class _nullcontext:
     def __enter__(self):

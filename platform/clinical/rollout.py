@@ -318,7 +318,7 @@ class RolloutPool:
     "Current full weights for a restarted worker when weights travel by broadcast (no object-store copy)."
     _weights_ref: Any = field(default=None, init=False)
     _version: int = field(default=-1, init=False)
-    _group: tuple[str, int] | None = field(default=None, init=False)
+    _group_backend: str | None = field(default=None, init=False)
     _group_restarts: int = field(default=0, init=False)
 
     def start(self, wait: bool = True) -> RolloutPool:
@@ -382,7 +382,7 @@ class RolloutPool:
         tp = int(self.backend_kwargs.get("tensor_parallel_size", 1))
         world = init_broadcast_group_for(learners.actors[0], self.named(), tp, backend,
                                          self.timeout_s)
-        self._group = (backend, world)
+        self._group_backend = backend
         return world
 
     def broadcast_weights(self, learners: Any, version: int, backend: str):
@@ -391,7 +391,7 @@ class RolloutPool:
         anew first. Returns the SyncResult; a stuck learner or engine is named on timeout."""
         from platform.clinical.weight_sync import broadcast_weights
 
-        if self._group is None or self._group[0] != backend or self._group_restarts != self.restarts:
+        if self._group_backend != backend or self._group_restarts != self.restarts:
             self.init_broadcast(learners, backend)
             self._group_restarts = self.restarts
         result = broadcast_weights(learners.actors[0], self.named(), version, self.timeout_s,
