@@ -8,9 +8,6 @@ Modules (import them directly; this package imports nothing heavy — no torch, 
                                2501.03262), ``fair_grpo`` / ``fair_grpo_nd`` (FairGRPO, arXiv
                                2510.19893), ``group_dro`` (GroupDRO, Sagawa et al., arXiv 1911.08731).
 ``algorithms.sampling``        GRPO+resampling baseline: oversample minority groups per data source.
-``algorithms.clinical_metrics`` disaggregated clinical fairness metrics (predictive parity, EOD,
-                               sigma/Delta F1, equity-scaled F1/accuracy, bootstrap CIs) on top of
-                               fairlearn's ``MetricFrame``.
 ``algorithms.group_robust_ppo`` group-robust PPO loss for the hospital-allocation track.
 ``algorithms.fairgrad``        FairGrad gradient projection (arXiv 2504.14388).
 ``algorithms.faro``            Faro fair reward models (arXiv 2602.07799).

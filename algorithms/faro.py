@@ -38,11 +38,12 @@ import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from platform.errors import UsageError, require
 from typing import Any, Literal
 
 import numpy as np
 import torch
+
+from base.errors import UsageError, require
 
 Constraint = Literal["dp", "eo", "cf"]
 CONSTRAINTS: tuple[str, ...] = ("dp", "eo", "cf")

@@ -9,9 +9,10 @@ from the group's own indices.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from platform.errors import UsageError
 
 import numpy as np
+
+from base.errors import UsageError
 
 
 def balanced_indices(data_source: Sequence[str], group: Sequence[str | None],

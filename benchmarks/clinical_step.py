@@ -18,7 +18,8 @@ import time
 
 def main(argv: list[str]) -> int:
     from platform.cli import parser
-    from platform.config import build, deep_merge, parse_overrides
+
+    from base.config import build, deep_merge, parse_overrides
 
     p = parser("python -m benchmarks.clinical_step", __doc__.split("\n")[0])
     p.add_argument("--steps", type=int, default=6)

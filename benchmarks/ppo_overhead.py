@@ -55,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     from platform.allocation.config import AllocationConfig
     from platform.allocation.train import build_algo
     from platform.cluster import init_ray
-    from platform.config import build
+
+    from base.config import build
 
     init_ray(num_cpus=2)
     common = dict(scenario=args.scenario, seed=0, train_batch_size=args.train_batch_size,

@@ -36,10 +36,11 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Callable
 from pathlib import Path
-from platform.errors import UsageError
 
 import numpy as np
 import pandas as pd
+
+from base.errors import UsageError
 
 AGE_BANDS = ("<=25", "26-50", "51-75", ">75")
 

@@ -5,6 +5,8 @@
 * Workers must import this repo's ``platform`` package (it shadows the stdlib module):
   locally we put the repo on the workers' PYTHONPATH through the runtime env; under
   ``ray job submit --working-dir .`` Ray already does (the job's working dir is the repo).
+* Run outputs of both tracks live under ``storage_root()``: Tune/RLlib results, sweeps and
+  checkpoints (:func:`checkpoint_root`).
 * ``init_ray()`` connects to ``address`` or ``RAY_ADDRESS`` (a job driver on a cluster),
   otherwise starts a private local instance (``address="local"``), never silently joining
   an unrelated cluster started on the same machine.
@@ -41,6 +43,12 @@ def apply_hygiene() -> None:
 def storage_root() -> Path:
     """Where Tune/RLlib results and checkpoints go (``EQUIRL_STORAGE`` or repo/ray_results)."""
     return Path(os.environ.get("EQUIRL_STORAGE", REPO_ROOT / "ray_results")).resolve()
+
+
+def checkpoint_root(track: str, experiment: str, run_name: str) -> Path:
+    """Where a run's checkpoints go, for every track:
+    ``<storage_root()>/checkpoints/<track>/<experiment>/<run_name>``."""
+    return storage_root() / "checkpoints" / track / experiment / run_name
 
 
 def worker_runtime_env(extra_env: dict[str, str] | None = None) -> dict[str, Any]:

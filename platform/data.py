@@ -16,7 +16,8 @@ import json
 import sys
 from pathlib import Path
 from platform.cli import parser, run_main
-from platform.errors import UsageError
+
+from base.errors import UsageError
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -74,8 +75,7 @@ def _destination(dst: Path) -> Path:
 
 
 def _convert(a: argparse.Namespace) -> int:
-    from platform.registry import RegistryError
-
+    from base.registry import RegistryError
     from envs.clinical.convert import CONVERTERS
     from envs.clinical.dataset import save_dataset
 

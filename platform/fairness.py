@@ -6,7 +6,7 @@
 Reads a parquet or CSV table, forms intersectional groups from the ``--sensitive`` columns
 (``white&male``), and prints per-group metrics and between-group gaps. Binary and multiclass
 labels are supported (binary: positive class = ``--pos-label`` or the larger label; multiclass:
-one-vs-rest per class, averaged with equal class weight; see ``algorithms.clinical_metrics``).
+one-vs-rest per class, averaged with equal class weight; see ``fairness.clinical``).
 
 JSON keys (``--json``): ``demographic_parity_difference``, ``equalized_odds_difference``,
 ``equal_opportunity_difference`` (fairlearn's definitions; multiclass: mean over classes of the
@@ -30,10 +30,11 @@ import sys
 from pathlib import Path
 from platform.cli import parser as make_parser
 from platform.cli import run_main
-from platform.errors import UsageError
 from typing import Any
 
 import numpy as np
+
+from base.errors import UsageError
 
 KEYS = ("demographic_parity_difference", "equalized_odds_difference",
         "equal_opportunity_difference", "predictive_parity_difference", "f1_std", "f1_gap",
@@ -134,7 +135,7 @@ def evaluate(df, label: str, pred: str, sensitive: list[str], score: str | None 
     """All numbers the CLI prints, as a JSON-able dict (see the module docstring)."""
     import pandas as pd
 
-    from algorithms import clinical_metrics as cm
+    from fairness import clinical as cm
 
     if not sensitive:
         raise UsageError("--sensitive: give at least one column")

@@ -21,14 +21,14 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from platform import stats
+from platform.cli import parser, run_main
 from typing import Literal
 
 import numpy as np
 import pandas as pd
 
-from platform import stats
-from platform.cli import parser, run_main
-from platform.errors import UsageError
+from base.errors import UsageError
 
 # --- names shared with platform.sweep (one place) ------------------------------------------
 PARAM_SCENARIO = "scenario"
@@ -86,9 +86,9 @@ def optional_specs(columns) -> list[MetricSpec]:
 
 # --- loading -------------------------------------------------------------------------------
 def _client(uri: str | None):
-    import mlflow
-
     from platform.tracking import check_tracking_uri, default_tracking_uri
+
+    import mlflow
 
     uri = uri or default_tracking_uri()
     check_tracking_uri(uri)

@@ -28,13 +28,13 @@ import sys
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from platform import cli
+from platform.report import PARAM_LAMBDA, PARAM_SCENARIO, PARAM_SEED, TAG_ROLE, TAG_SWEEP, TAG_TRIAL
 from typing import Any
 
-from platform import cli
-from platform import config as config_lib
-from platform.errors import UsageError
-from platform.registry import Registry
-from platform.report import PARAM_LAMBDA, PARAM_SCENARIO, PARAM_SEED, TAG_ROLE, TAG_SWEEP, TAG_TRIAL
+from base import config as config_lib
+from base.errors import UsageError
+from base.registry import Registry
 
 STEP_KEY = "iteration"  # the algorithm's training iteration (MLflow step)
 EPISODES_KEY = "eval_episode_rows"  # per-episode table in the last result (dict of lists)
@@ -154,13 +154,14 @@ def allocation_trial(config: dict[str, Any]) -> None:
     Reports once per training iteration (``iteration`` = the algorithm's iteration); the
     last report carries the evaluation means (``eval/...``) and the per-episode rows.
     """
-    from ray import tune
-
-    from algorithms import rllib_adapter
     from platform.allocation import evaluate as evaluation
     from platform.allocation import scenarios
     from platform.allocation.config import AllocationConfig
     from platform.allocation.train import build_algo, iteration_metrics
+
+    from ray import tune
+
+    from algorithms import rllib_adapter
 
     cfg = config_lib.build(AllocationConfig, {**config["base"], "algorithm": config["algorithm"],
                                               **config["cell"]})
@@ -244,9 +245,9 @@ class MlflowSweepCallback(_tune_callback_base()):
         return rid
 
     def _create_run(self, trial) -> str:
-        from mlflow.entities import Param
-
         from platform.allocation.train import mlflow_params
+
+        from mlflow.entities import Param
 
         c = trial.config["cell"]
         spec = SweepSpec(**{**self.spec, "parent_run_id": self.parent_run_id})
@@ -266,9 +267,9 @@ class MlflowSweepCallback(_tune_callback_base()):
         self.client.update_run(rid, status="RUNNING")
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        from mlflow.entities import Metric
-
         from platform.tracking import clean_metric_name
+
+        from mlflow.entities import Metric
 
         rid = self.run_id(trial)
         step = int(result.get(STEP_KEY, 0))
@@ -286,9 +287,9 @@ class MlflowSweepCallback(_tune_callback_base()):
         print(_progress(trial, step, result), flush=True)
 
     def _log_episodes(self, rid: str, rows: dict[str, list]) -> None:
-        import pandas as pd
-
         from platform.report import EPISODES_ARTIFACT
+
+        import pandas as pd
 
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / Path(EPISODES_ARTIFACT).name
@@ -418,10 +419,10 @@ def check_sweep_path(spec: SweepSpec, resume: bool) -> Path:
 def run_sweep(spec: SweepSpec, *, uri: str, exp_id: str, resume: bool = False,
               trainable=None, max_concurrent_trials: int | None = None) -> dict[str, Any]:
     """Run (or resume) the grid; returns counts of finished/errored trials."""
+    from platform.cluster import init_ray
+
     import mlflow
     from ray import tune
-
-    from platform.cluster import init_ray
 
     path = check_sweep_path(spec, resume)
     if resume:

@@ -35,11 +35,12 @@ import math
 import time
 from dataclasses import dataclass, field
 from platform.cli import add_common_train_options, parser, run_main
-from platform.config import build, deep_merge, load_yaml, parse_overrides
-from platform.errors import UsageError, require
 from typing import Any, Literal
 
 import numpy as np
+
+from base.config import build, deep_merge, load_yaml, parse_overrides
+from base.errors import UsageError, require
 
 DATASETS = ("actg175", "support2", "kidney")
 #: accepted spellings of a sensitive attribute -> candidate column names in the cohort frame

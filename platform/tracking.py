@@ -6,6 +6,7 @@
   unwritable sqlite path, before any run is created.
 * ``tracked_run`` ends a run FAILED when the body raises (KILLED on Ctrl-C), never RUNNING.
 * Metric names are namespaced (``fairness/...``, ``group/<g>/...``, ``time/...``).
+* Tags: ``equirl.track``, ``equirl.algorithm`` (:func:`run_tags`) on every run of both tracks.
 * Privacy: only aggregates are logged; nothing patient-level unless a caller opts in.
 """
 
@@ -17,14 +18,25 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from platform.cluster import REPO_ROOT
 from typing import Any
 
-from platform.cluster import REPO_ROOT
-from platform.errors import UsageError
+from base.errors import UsageError
 
 DEFAULT_DB = REPO_ROOT / "mlflow.db"
 DEFAULT_ARTIFACTS = REPO_ROOT / "mlruns"
 DEFAULT_EXPERIMENT = "equirl"
+
+# Tags every run of every track carries (filter on them in the MLflow UI / search_runs).
+TAG_ALGORITHM = "equirl.algorithm"  # the platform.train / platform.sweep algorithm name
+TAG_TRACK = "equirl.track"          # "allocation", "clinical" or "tabular"
+TAG_CHECKPOINT = "equirl.checkpoint"  # the run's latest checkpoint directory
+
+
+def run_tags(track: str, algorithm: str, **extra: str) -> dict[str, str]:
+    """The tags of a run: ``equirl.track``, ``equirl.algorithm`` and ``equirl.<key>`` extras."""
+    return {TAG_TRACK: track, TAG_ALGORITHM: algorithm,
+            **{f"equirl.{k}": str(v) for k, v in extra.items()}}
 
 
 def default_tracking_uri() -> str:

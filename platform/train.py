@@ -9,10 +9,10 @@ common ones in :func:`platform.cli.add_common_train_options`.
 from __future__ import annotations
 
 import sys
-
 from platform.cli import run_main
-from platform.errors import UsageError
-from platform.registry import Registry
+
+from base.errors import UsageError
+from base.registry import Registry
 
 ALGORITHMS: Registry = Registry("algorithm")
 

@@ -24,9 +24,9 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-
 from platform.cli import parser, run_main
-from platform.errors import UsageError
+
+from base.errors import UsageError
 
 HOST = "127.0.0.1"  # privacy: never bind other interfaces
 

@@ -21,13 +21,14 @@ import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from platform.config import build
-from platform.errors import UsageError, require
-from platform.registry import Registry
 from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pandas as pd
+
+from base.config import build
+from base.errors import UsageError, require
+from base.registry import Registry
 
 UNKNOWN = "unknown"
 

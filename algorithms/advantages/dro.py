@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from platform.errors import require
 from typing import Any
 
 import numpy as np
@@ -32,6 +31,7 @@ from algorithms.advantages.core import (
     normalise_groups,
     register,
 )
+from base.errors import require
 
 
 class DROState:

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from platform.errors import require
 from typing import Any, Literal
 
 import numpy as np
@@ -55,6 +54,7 @@ from algorithms.advantages.core import (
     codes as _codes,
 )
 from algorithms.advantages.discovery import agreement, elbow_kmeans, reward_matrix
+from base.errors import require
 
 STATE_VERSION = 2
 

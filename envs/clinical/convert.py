@@ -16,12 +16,13 @@ import hashlib
 import re
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from platform.errors import UsageError
-from platform.registry import Registry
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from base.errors import UsageError
+from base.registry import Registry
 
 Converter = Callable[..., pd.DataFrame]
 CONVERTERS: Registry = Registry("dataset format")

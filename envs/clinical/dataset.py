@@ -31,11 +31,12 @@ import io
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from platform.errors import UsageError
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from base.errors import UsageError
 
 SPLITS = ("train", "val", "test")
 SEXES = ("F", "M")

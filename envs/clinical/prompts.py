@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import string
 from collections.abc import Mapping, Sequence
-from platform.errors import UsageError
 from typing import Any
+
+from base.errors import UsageError
 
 LETTERS = string.ascii_uppercase
 INSTRUCTION = "Reply with the letter of the correct option inside <answer></answer>, e.g. " \

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
-from platform.registry import Registry
 from typing import Any
 
 import numpy as np
 
+from base.registry import Registry
 from envs.clinical.prompts import LETTERS
 
 RewardFn = Callable[[Sequence[str], Sequence[Mapping[str, Any]]], np.ndarray]

@@ -25,11 +25,11 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from platform.errors import UsageError
 
 import numpy as np
 import pandas as pd
 
+from base.errors import UsageError
 from envs.clinical.dataset import AGE_BANDS, save_dataset
 
 

@@ -29,7 +29,7 @@ __all__ = ["SCENARIOS", "HospitalConfig", "make_env", "make_vector_env", "scenar
 def make_env(scenario: str, **overrides: Any):
     """A ``HospitalEnv`` for preset ``scenario`` (urban, rural, pediatric, surge) with overrides.
 
-    Unknown scenario or bad override -> ``platform.errors.ConfigError`` naming the field.
+    Unknown scenario or bad override -> ``base.errors.ConfigError`` naming the field.
     """
     from envs.hospital.env import HospitalEnv
 

@@ -1,7 +1,7 @@
 """Typed hospital configuration and the four scenario presets.
 
 ``HospitalConfig`` is validated on construction (``__post_init__``): a bad field raises
-``platform.errors.ConfigError`` naming it, before any simulator state exists, so an env is
+``base.errors.ConfigError`` naming it, before any simulator state exists, so an env is
 never half-built. ``HospitalConfig.from_yaml`` / ``from_dict`` accept partial mappings
 (missing fields keep their defaults; nested sections may be partial too).
 """
@@ -11,9 +11,10 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from platform.config import build, deep_merge, load_yaml
-from platform.errors import ConfigError, require
 from typing import Any
+
+from base.config import build, deep_merge, load_yaml
+from base.errors import ConfigError, require
 
 BED_TYPES = ("general", "icu", "pediatric")
 SEVERITIES = ("routine", "urgent", "critical")

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from platform.errors import ConfigError
 from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
 
+from base.errors import ConfigError
 from envs.hospital.config import HospitalConfig, scenario_config
 from envs.hospital.core import N_ACTIONS, HospitalCore
 from envs.hospital.metrics import episode_metrics

@@ -1,6 +1,6 @@
 """``AllocationConfig``: the one typed config of ``platform.train group-robust-ppo|ppo``.
 
-Built by :func:`platform.config.build` from defaults < ``--config FILE.yaml`` <
+Built by :func:`base.config.build` from defaults < ``--config FILE.yaml`` <
 ``--set key=value`` < explicit flags; validated here, in ``__post_init__``, with errors
 that name the field and the allowed values.
 """
@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from platform.errors import require
+from base.errors import require
 
 ALGORITHMS = ("group-robust-ppo", "ppo")
 ROBUST_MODES = ("gap", "worst_group")

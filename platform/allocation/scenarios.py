@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from platform.registry import Registry
+from base.registry import Registry
 
 SCENARIOS: Registry = Registry("scenario")
 _HOSPITAL_LOADED = False

@@ -10,11 +10,11 @@ import math
 import shutil
 import sys
 from pathlib import Path
+from platform import cli
+from platform.allocation.config import AllocationConfig
 from typing import Any
 
-from platform import cli
-from platform import config as config_lib
-from platform.allocation.config import AllocationConfig
+from base import config as config_lib
 
 # result key in the learner -> metric name
 _LEARNER_KEYS = {
@@ -31,8 +31,9 @@ TAG_CHECKPOINT_ITER = "equirl.checkpoint_iteration"
 # ------------------------------------------------------------------ the contract
 def build_algo_config(cfg: AllocationConfig):
     """RLlib ``AlgorithmConfig`` for ``cfg``: GroupRobustPPO or PPO, restarts on, seeded."""
-    from algorithms import rllib_adapter
     from platform.allocation import scenarios
+
+    from algorithms import rllib_adapter
 
     env_name = scenarios.register_with_tune(cfg.scenario)
     return rllib_adapter.build_ppo_config(
@@ -49,8 +50,9 @@ def build_algo_config(cfg: AllocationConfig):
 
 def build_algo(cfg: AllocationConfig):
     """Build the RLlib Algorithm of ``cfg`` (log dir under the storage root, never ~)."""
-    from algorithms import rllib_adapter
     from platform.cluster import storage_root
+
+    from algorithms import rllib_adapter
 
     return rllib_adapter.build_algo(build_algo_config(cfg), storage_root(), "allocation")
 
@@ -146,7 +148,7 @@ def parse_args(algorithm: str, argv: list[str]):
 
 
 def _field_help() -> str:
-    return "\n".join(f"  {k}: {v}" for k, v in config_lib.field_docs(AllocationConfig).items())
+    return config_lib.help_text(AllocationConfig)
 
 
 def _find_resumable(exp_id: str, run_name: str) -> tuple[str, str] | None:
@@ -164,10 +166,11 @@ def _find_resumable(exp_id: str, run_name: str) -> tuple[str, str] | None:
 
 
 def _checkpoint(algo, cfg: AllocationConfig, iteration: int) -> str:
+    from platform.cluster import storage_root
+
     import mlflow
 
     from algorithms import rllib_adapter
-    from platform.cluster import storage_root
 
     root = Path(cfg.checkpoint_dir or storage_root() / "allocation" / cfg.name)
     path = rllib_adapter.save_checkpoint(algo, root / f"iter_{iteration:06d}")
@@ -195,11 +198,12 @@ def main(algorithm: str, argv: list[str]) -> int:
     from platform.cluster import init_ray
 
     init_ray()
+    from platform.allocation import evaluate as evaluation
+    from platform.allocation import scenarios
+
     import mlflow
 
     from algorithms import rllib_adapter
-    from platform.allocation import evaluate as evaluation
-    from platform.allocation import scenarios
 
     with scenarios.make(cfg.scenario, cfg.env_creator_config()) as probe:
         group_names = evaluation.group_names_of(probe)

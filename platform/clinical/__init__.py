@@ -6,7 +6,7 @@ dataset (``envs.clinical``) -> rollout (:mod:`.rollout`, Ray actors over a backe
 advantage (``algorithms.advantages``: FairGRPO, arXiv 2510.19893, and the GRPO / RLOO /
 REINFORCE++ / resampling / GroupDRO baselines) -> update (:mod:`.learner`, DeepSpeed ZeRO-2/3
 actors, PPO-clip token loss) -> weight sync -> held-out evaluation (per-group clinical
-metrics, ``algorithms.clinical_metrics``) -> MLflow (``platform.tracking``).
+metrics, ``fairness.clinical``) -> MLflow (``platform.tracking``).
 
 Entry point: ``python -m platform.train fairgrpo`` (see :mod:`.train`). Nothing here imports
 torch, Ray or DeepSpeed at package import time.

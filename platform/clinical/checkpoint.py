@@ -16,8 +16,9 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from platform.errors import UsageError
 from typing import Any
+
+from base.errors import UsageError
 
 LATEST = "latest"
 

@@ -145,10 +145,10 @@ def main(argv: list[str]) -> int:
     from platform.clinical.config import ClinicalConfig
     from platform.clinical.driver import Pipeline
     from platform.cluster import init_ray
-    from platform.config import build, deep_merge, parse_overrides
 
     import mlflow
 
+    from base.config import build, deep_merge, parse_overrides
     from envs.clinical import dataset, synth
 
     args = _parser().parse_args(argv)

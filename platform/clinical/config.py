@@ -1,6 +1,6 @@
 """The one typed config of the clinical GRPO pipeline (``python -m platform.train fairgrpo``).
 
-Built with :func:`platform.config.build` from ``--config FILE.yaml`` + ``--set key=value``;
+Built with :func:`base.config.build` from ``--config FILE.yaml`` + ``--set key=value``;
 each field is documented once, right under it (``metadata["help"]``), and invariants are checked
 on construction with messages that say what to change.
 """
@@ -8,8 +8,9 @@ on construction with messages that say what to change.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from platform.errors import require
 from typing import Any, Literal
+
+from base.errors import require
 
 # algorithm name (platform.train) -> advantage estimator name (algorithms.advantages) + sampler
 ALGORITHM_ESTIMATORS: dict[str, str] = {

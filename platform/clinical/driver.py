@@ -15,11 +15,12 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from platform.clinical.config import ClinicalConfig
-from platform.errors import UsageError
-from platform.registry import RegistryError
 from typing import Any
 
 import numpy as np
+
+from base.errors import UsageError
+from base.registry import RegistryError
 
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 STAGES = ("rollout", "reward", "advantage", "update", "sync", "evaluate", "checkpoint")
@@ -95,7 +96,7 @@ def weight_sync_method(cfg: ClinicalConfig) -> str:
     GPUs of their own (``placement: dedicated``), else the object store (colocated: NCCL
     cannot put two ranks on one GPU). Impossible choices raise a ConfigError naming the field.
     """
-    from platform.errors import require
+    from base.errors import require
 
     r, lc = cfg.rollout, cfg.learner
     mode = r.weight_sync
@@ -198,7 +199,8 @@ def placement_config(cfg: ClinicalConfig):
     ConfigError naming the field (pure; no Ray).
     """
     from platform.clinical.placement import PlacementConfig
-    from platform.errors import require
+
+    from base.errors import require
 
     r, lc = cfg.rollout, cfg.learner
     if r.num_gpus == 0 and lc.num_gpus == 0:
@@ -394,7 +396,7 @@ class Pipeline:
         """Greedy answers on the held-out prompts -> per-group clinical fairness metrics."""
         import pandas as pd
 
-        from algorithms.clinical_metrics import clinical_fairness_report
+        from fairness.clinical import clinical_fairness_report
         from envs.clinical.rewards import parse_choice
 
         rows, req = self.request(self.eval_df, self.eval_idx, 1, self.cfg.rollout.eval_temperature,

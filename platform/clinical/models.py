@@ -22,10 +22,10 @@ import shutil
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from platform.cluster import REPO_ROOT
 from typing import Any
 
-from platform.cluster import REPO_ROOT
-from platform.errors import UsageError
+from base.errors import UsageError
 
 CACHE_DIR = REPO_ROOT / ".cache" / "models"
 BUILD_VERSION = 1  # bump when the build recipe changes (invalidates the cache key)

@@ -8,7 +8,7 @@ so the two roles cannot collide. ``colocate=True`` is the single-GPU layout inst
 engine ``i`` and learner ``i`` share bundle ``i`` (each actor asks for half of it).
 
 Everything is checked *before* anything is reserved (:func:`check_capacity`): a request
-for more GPUs than the cluster has is a :class:`~platform.errors.UsageError` naming the
+for more GPUs than the cluster has is a :class:`~base.errors.UsageError` naming the
 fields to change, never a placement group that waits forever. On a CPU-only machine
 (``use_gpus=False``) the same code reserves CPU bundles, which is how CI exercises it.
 
@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from platform.errors import UsageError, require
+from base.errors import UsageError, require
 
 
 @dataclass
@@ -256,7 +256,7 @@ def device_report() -> dict[str, Any]:
 
 def from_dict(data: dict[str, Any] | None) -> PlacementConfig:
     """Typed config from a mapping (unknown keys rejected with the allowed ones)."""
-    from platform.config import build
+    from base.config import build
 
     return build(PlacementConfig, data or {}, prefix="placement.")
 

@@ -15,8 +15,9 @@ import io
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from platform.registry import Registry
 from typing import Any, Protocol, runtime_checkable
+
+from base.registry import Registry
 
 
 @dataclass

@@ -11,8 +11,9 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 from platform.clinical.config import ALGORITHM_ESTIMATORS, ClinicalConfig
-from platform.errors import UsageError
 from typing import Any
+
+from base.errors import UsageError
 
 
 def _parser(algorithm: str):
@@ -31,7 +32,7 @@ def _parser(algorithm: str):
 
 def build_config(algorithm: str, args: Any) -> ClinicalConfig:
     """YAML (--config) <- --set overrides <- explicit flags, validated into ClinicalConfig."""
-    from platform.config import build, deep_merge, load_yaml, parse_overrides
+    from base.config import build, deep_merge, load_yaml, parse_overrides
 
     data = load_yaml(args.config) if args.config else {}
     data = deep_merge(data, parse_overrides(args.overrides))

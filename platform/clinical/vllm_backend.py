@@ -27,8 +27,6 @@ import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
-
 from platform.clinical.rollout import (
     GenerationRequest,
     GenerationResult,
@@ -38,7 +36,9 @@ from platform.clinical.rollout import (
     strip_images,
 )
 from platform.clinical.weight_sync import WORKER_EXTENSION
-from platform.errors import UsageError
+from typing import Any
+
+from base.errors import UsageError
 
 # vLLM 0.32 CPUAttentionBackend.get_supported_head_sizes() (checked in tests/vllm).
 CPU_HEAD_SIZES = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)
@@ -178,9 +178,9 @@ class VLLMBackend:
         if device == "cpu":
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(int(cpu_kvcache_gb)))
             os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-        from vllm import LLM
-
         from platform.clinical import models
+
+        from vllm import LLM
 
         self.device = device
         self.model_path = str(model_path)
@@ -306,9 +306,9 @@ def start_engines(placement: Any, backend_kwargs: dict[str, Any], max_restarts: 
     weights after a restart (see ``RolloutPool._resync``). ``python`` (default
     ``EQUIRL_VLLM_PYTHON``) runs the actors under another interpreter with the same Ray.
     """
-    import ray
-
     from platform.clinical.weight_sync import wait_named
+
+    import ray
 
     cls = ray.remote(EngineWorkerImpl)
     engines = {}

@@ -6,8 +6,6 @@ import json
 import math
 import pickle
 import statistics
-from platform.errors import ConfigError
-from platform.registry import RegistryError
 
 import numpy as np
 import pytest
@@ -20,6 +18,8 @@ from algorithms.advantages import (
     PromptMeta,
     get_estimator,
 )
+from base.errors import ConfigError
+from base.registry import RegistryError
 
 EPS = 1e-6
 SETTINGS = settings(max_examples=40, deadline=None,

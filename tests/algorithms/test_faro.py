@@ -19,8 +19,6 @@ accuracy within 0.10 (dp) / 0.05 (cf) of the unconstrained model.
 
 from __future__ import annotations
 
-from platform.errors import ConfigError, UsageError
-
 import numpy as np
 import pytest
 import torch
@@ -39,6 +37,7 @@ from algorithms.faro import (
     train_faro,
     violations,
 )
+from base.errors import ConfigError, UsageError
 
 EPS = 0.05
 SEED = 0

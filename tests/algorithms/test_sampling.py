@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections import Counter
-from platform.errors import UsageError
 
 import numpy as np
 import pytest
@@ -11,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from algorithms.sampling import balanced_indices
+from base.errors import UsageError
 
 
 def _key(g):

@@ -13,10 +13,11 @@ import json
 import subprocess
 import sys
 from platform.clinical.config import ClinicalConfig
-from platform.config import build
-from platform.errors import ConfigError, UsageError
 
 import pytest
+
+from base.config import build
+from base.errors import ConfigError, UsageError
 
 
 def cfg_of(rollout: dict | None = None, learner: dict | None = None, **top) -> ClinicalConfig:
@@ -79,8 +80,8 @@ import json, ray
 from platform import cluster
 from platform.clinical.config import ClinicalConfig
 from platform.clinical.driver import placement_for
-from platform.config import build
-from platform.errors import UsageError
+from base.config import build
+from base.errors import UsageError
 
 ray.init(address="local", num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False,
          runtime_env=cluster.worker_runtime_env())

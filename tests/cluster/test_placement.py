@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import json
 import sys
+from platform.clinical import placement
+from platform.clinical.placement import PlacementConfig, check_capacity, plan
 
 import pytest
 
-from platform.clinical import placement
-from platform.clinical.placement import PlacementConfig, check_capacity, plan
-from platform.errors import ConfigError, UsageError
+from base.errors import ConfigError, UsageError
 
 
 def test_plan_dedicated_bundles_are_disjoint_per_role():

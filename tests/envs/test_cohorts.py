@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from platform.errors import UsageError
-
 import numpy as np
 import pandas as pd
 import pytest
 
+from base.errors import UsageError
 from envs.cohorts import AGE_BANDS, COHORTS, age_band, load_cohort
 
 EXPECTED = {  # (rows, label rate range, sensitive groups) from the shipped files

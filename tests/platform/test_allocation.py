@@ -7,15 +7,15 @@ stay fast; the CLI tests in test_allocation_cli.py run the real simulators.
 from __future__ import annotations
 
 import sys
+from platform.allocation import scenarios
+from platform.allocation.config import AllocationConfig
 
 import gymnasium as gym
 import numpy as np
 import pytest
 
-from platform.allocation import scenarios
-from platform.allocation.config import AllocationConfig
-from platform.config import build
-from platform.errors import ConfigError
+from base.config import build
+from base.errors import ConfigError
 
 TOY = "toy-two-group"
 
@@ -116,8 +116,9 @@ def test_mlflow_params_are_the_comparable_few(toy):
 
 
 def test_build_algo_config_is_seeded_with_restarts(toy):
-    from algorithms.group_robust_ppo import GroupRobustPPOConfig
     from platform.allocation.train import build_algo_config
+
+    from algorithms.group_robust_ppo import GroupRobustPPOConfig
 
     algo_cfg = build_algo_config(_cfg(seed=3, robust_lambda=0.4))
     assert isinstance(algo_cfg, GroupRobustPPOConfig)
@@ -176,9 +177,9 @@ def test_evaluate_rows_seeds_and_determinism(trained):
 # ------------------------------------------------------------------ train + resume
 @pytest.mark.timeout(300)
 def test_main_logs_each_iteration_once_and_resume_continues(toy, mlflow_uri, tmp_path, capsys):
-    import mlflow
-
     from platform.allocation.train import TAG_CHECKPOINT, main
+
+    import mlflow
 
     common = ["--tracking-uri", mlflow_uri, "--experiment", "alloc-test", "--scenario", TOY,
               "--set", "num_env_runners=0", "--set", "train_batch_size=128",

@@ -77,10 +77,11 @@ def test_bad_input_exit_2_clear_message_no_run(repo_root, run_env, tmp_path, fre
 def test_env_runner_killed_mid_training_run_completes(ray_session):
     """SIGKILL the only remote env runner: Ray restarts it, RLlib takes it back, and the
     iteration count goes on without a gap (iterations while it restarts sample nothing)."""
-    from algorithms import rllib_adapter
     from platform.allocation.config import AllocationConfig
     from platform.allocation.train import build_algo, iteration_metrics
-    from platform.config import build
+
+    from algorithms import rllib_adapter
+    from base.config import build
 
     cfg = build(AllocationConfig, dict(scenario="rural", num_env_runners=1, train_batch_size=200,
                                        minibatch_size=100, num_epochs=1, hidden_sizes=[16]))

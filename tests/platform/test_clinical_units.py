@@ -9,11 +9,12 @@ from platform.clinical.config import ClinicalConfig
 from platform.clinical.driver import DataCursor
 from platform.clinical.learner import TrainBatch, ppo_token_loss, shard_batch
 from platform.clinical.rollout import decode_image
-from platform.config import build
-from platform.errors import ConfigError, UsageError
 
 import numpy as np
 import pytest
+
+from base.config import build
+from base.errors import ConfigError, UsageError
 
 torch = pytest.importorskip("torch")
 
@@ -244,7 +245,8 @@ def test_answer_only_samples_letters(tiny_path):
 
 def test_unknown_backend_lists_known():
     from platform.clinical.rollout import ROLLOUT_BACKENDS
-    from platform.registry import RegistryError
+
+    from base.registry import RegistryError
 
     with pytest.raises(RegistryError, match="hf, vllm"):
         ROLLOUT_BACKENDS.get("sglang")
@@ -353,7 +355,6 @@ def test_vllm_settings_reach_backend_kwargs():
     assert vllm_kwargs(build(ClinicalConfig, {"rollout": {"vllm": {"dtype": "float16"}}}))["dtype"] == "float16"
     # every key is a VLLMBackend argument
     import inspect
-
     from platform.clinical.vllm_backend import VLLMBackend
 
     assert set(kw) <= set(inspect.signature(VLLMBackend.__init__).parameters)
@@ -449,7 +450,6 @@ def test_vllm_preflight_refuses_cpu_head_size(tmp_path, monkeypatch):
     """With vllm importable, a model whose head size vLLM's CPU backend lacks is refused on CPU
     (and accepted when the engines get GPUs)."""
     import json
-
     from platform.clinical import vllm_backend
     from platform.clinical.driver import preflight_backend
 
@@ -466,7 +466,6 @@ def test_vllm_preflight_refuses_cpu_head_size(tmp_path, monkeypatch):
 def test_engine_runtime_env_runs_engines_under_the_vllm_python(monkeypatch):
     """EQUIRL_VLLM_PYTHON -> py_executable, with the repo importable and per-actor env kept."""
     import sys
-
     from platform.clinical.vllm_backend import engine_runtime_env
     from platform.cluster import REPO_ROOT
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import io
 import math
-from platform.errors import UsageError
 
 import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
 
+from base.errors import UsageError
 from envs.clinical.dataset import (
     age_band,
     group_keys,

@@ -33,11 +33,12 @@ the one-vs-rest differences).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from platform.errors import UsageError
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+
+from base.errors import UsageError
 
 GROUP_METRICS = ("accuracy", "f1", "tpr", "fpr", "fdr")
 HEADLINE = ("pp_gap", "eod", "f1_std", "f1_gap", "es_f1", "acc_std", "acc_gap", "es_acc")

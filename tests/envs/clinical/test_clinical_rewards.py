@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from platform.registry import RegistryError
-
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from base.registry import RegistryError
 from envs.clinical.prompts import answer_letter, build_messages, prompt_text
 from envs.clinical.rewards import REWARDS, follows_format, parse_choice
 

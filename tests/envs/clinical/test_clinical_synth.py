@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from platform.errors import UsageError
-
 import numpy as np
 import pandas as pd
 import pytest
 
+from base.errors import UsageError
 from envs.clinical.dataset import group_keys, load_dataset, load_image, validate
 from envs.clinical.synth import (
     DEFAULT_HARD_GROUPS,

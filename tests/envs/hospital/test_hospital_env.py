@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from platform.errors import ConfigError, UsageError
-
 import gymnasium as gym
 import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
 import envs  # noqa: F401  (registers the ids)
+from base.errors import ConfigError, UsageError
 from envs.hospital import SCENARIOS, HospitalConfig, make_env
 from envs.hospital.core import HospitalCore
 from envs.hospital.metrics import metric_keys

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import statistics
-from platform.errors import UsageError
 
 import numpy as np
 import pandas as pd
@@ -12,13 +11,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
 
-from algorithms.clinical_metrics import (
+from fairness.clinical import (
     HEADLINE,
     clinical_fairness_report,
     fairlearn_differences,
     fast_group_metrics,
     metricframe_group_metrics,
 )
+from base.errors import UsageError
 
 
 @pytest.fixture(scope="module")
