@@ -96,7 +96,6 @@ class HospitalCore:
         self._age_cut = np.cumsum([cfg.age_mix.pediatric, cfg.age_mix.adult])
         self._ins_cut = np.cumsum([cfg.insurance_mix.private, cfg.insurance_mix.public])
         self._sev_cut = np.cumsum([cfg.severity_mix.routine, cfg.severity_mix.urgent])
-        self._zeros_b = np.zeros(num)
         self._inv_beds = 1.0 / np.maximum(self.beds, 1)
         self._surge_beds = np.floor(self.beds * cfg.surge_capacity_mult)
         hour = np.arange(24)
@@ -277,14 +276,23 @@ class HospitalCore:
 
         action: (B,) ints in [0, 5). active: (B,) bool, hospitals that really step (the
         others are about to be reset and must not consume their generator).
-        Returns per-hospital arrays: reward, truncated, and the decision's info fields.
+        Returns per-hospital arrays: reward, truncated, and the decision's info fields,
+        with the reward split by whose patients caused it: ``reward_by_group`` (B, G) and
+        ``reward_shared`` (B,), ``reward == reward_shared + reward_by_group.sum(1)`` exactly.
+
+        Attribution: the decided patient's outcome (success credit, transfer credit, death)
+        goes to that patient's group; the waiting, deterioration and death penalties of the
+        queued patients go to each queued patient's group; the operating cost (beds,
+        transfers) and the invalid-action penalty are system terms (``reward_shared``).
         """
         if active is None:
             active = np.ones(self.B, bool)
         u, z = self._draws(active)
         self._z = z
         out = self._decide(np.asarray(action, np.int64), u, z)
-        out["reward"] += self._advance(u, z)
+        out["reward_by_group"] += self._advance(u, z)
+        # the reward is defined as its parts' sum, so the decomposition is exact
+        out["reward"] = out["reward_shared"] + out["reward_by_group"].sum(1)
         self.decisions += 1
         out["truncated"] = self.decisions >= self.cfg.max_decisions
         return out
@@ -356,16 +364,17 @@ class HospitalCore:
         self.count["admitted"] += admit
         self.count["transferred"] += transfer
         self.count["invalid"] += invalid
-        reward = (
+        outcome = (
             np.where(good & admit, self.success_reward[sev], 0.0)
             + np.where(good & transfer, rw.transfer_credit * self.success_reward[sev], 0.0)
             - rw.death * dies
-            - rw.cost * spent
-            - rw.invalid * invalid
         )
+        by_group = np.zeros((self.B, self.G))
+        by_group[ar, row[:, 3]] = outcome
         taken = np.where(admit, k, np.where(transfer, TRANSFER, DEFER))
         return {
-            "reward": reward,
+            "reward_by_group": by_group,
+            "reward_shared": -rw.cost * spent - rw.invalid * invalid,
             "group": row[:, 3],
             "severity": sev,
             "action": taken,
@@ -379,7 +388,8 @@ class HospitalCore:
         }
 
     def _advance(self, u: np.ndarray, z: np.ndarray) -> np.ndarray:
-        """Move each hospital to its next decision; return the reward accrued meanwhile."""
+        """Move each hospital to its next decision; return the reward accrued meanwhile by
+        the queued patients, per group (B, G)."""
         rw, p = self.cfg.rewards, self.p
         ar = self._ar
         qarg = self.q_next.argmin(1)
@@ -405,10 +415,11 @@ class HospitalCore:
         waiting = self.q_pid >= 0
         if not waiting.any():
             self._after_queue(t_new, u, from_q, qarg)
-            return -rw.wait_per_hour * self._zeros_b
+            return np.zeros((self.B, self.G))
         qp = np.maximum(self.q_pid, 0)
         qsev = p["sev"][ar[:, None], qp]
-        wait_cost = (np.where(waiting, SEVERITY_WEIGHT[qsev], 0.0).sum(1)) * dt
+        qgroup = p["group"][ar[:, None], qp]
+        wait_cost = np.where(waiting, SEVERITY_WEIGHT[qsev], 0.0) * dt[:, None]  # (B, Q)
         det = waiting & (u[:, _U_QUEUE:] < -np.expm1(-HAZARD[qsev] * dt[:, None]))
         event = np.zeros_like(waiting)
         event[ar, qarg] = from_q
@@ -422,11 +433,14 @@ class HospitalCore:
         p["disp"][bi, qp[bi, si]] = DIED_WAITING
         p["end"][bi, qp[bi, si]] = t_new[bi]
         self.q_pid[bi, si], self.q_next[bi, si] = -1, np.inf
-        n_det, n_dead = det.sum(1), dies.sum(1)
-        self.count["deteriorated"] += n_det
-        self.count["died"] += n_dead
+        self.count["deteriorated"] += det.sum(1)
+        self.count["died"] += dies.sum(1)
         self._after_queue(t_new, u, from_q, qarg)
-        return -rw.deterioration * n_det - rw.death * n_dead - rw.wait_per_hour * wait_cost
+        # per queued patient, summed into its group: (B, Q) -> (B, G)
+        penalty = -rw.deterioration * det - rw.death * dies - rw.wait_per_hour * wait_cost
+        key = (ar[:, None] * self.G + qgroup)[waiting]
+        return np.bincount(key, weights=penalty[waiting],
+                           minlength=self.B * self.G).reshape(self.B, self.G)
 
     def _after_queue(
         self, t_new: np.ndarray, u: np.ndarray, from_q: np.ndarray, qarg: np.ndarray

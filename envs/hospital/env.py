@@ -52,6 +52,8 @@ def step_info(out: dict[str, np.ndarray], b: int, n_groups: int) -> dict[str, An
         "wait": float(out["wait"][b]),
         "occupancy": out["occupancy"][b].copy(),
         "capacity": out["capacity"][b].copy(),
+        "reward_by_group": out["reward_by_group"][b].copy(),
+        "reward_shared": float(out["reward_shared"][b]),
     }
 
 
@@ -71,6 +73,8 @@ def reset_output(core: HospitalCore) -> dict[str, np.ndarray]:
         "wait": core.t - core.p["arrival"][ar, pid],
         "occupancy": core.occ.copy(),
         "capacity": core.cap.copy(),
+        "reward_by_group": np.zeros((core.B, core.G)),
+        "reward_shared": np.zeros(core.B),
     }
 
 
@@ -124,10 +128,18 @@ class HospitalEnv(gym.Env):
     per severity-weighted (1/2/4) patient-hour in the queue, minus ``cost`` x operating cost
     (bed-hours x rate, transfers), minus ``invalid``.
 
+    **Whose reward** (for group-robust objectives): every step's info splits the reward into
+    ``reward_by_group`` (float vector, one entry per group) and ``reward_shared``, with
+    ``reward == reward_shared + sum(reward_by_group)`` exactly. The decided patient's outcome
+    (success or transfer credit, death) goes to that patient's group; each queued patient's
+    waiting, deterioration and death penalties go to that patient's group (a decision about
+    one patient changes the other groups' streams through the shared beds and queue); the
+    operating cost and the invalid-action penalty are ``reward_shared``.
+
     **Info** every step: ``group`` (int group index of the patient this decision concerns),
     ``n_groups``, ``severity``, ``action`` (as carried out; -1 at reset), ``treated``, ``success``,
     ``transferred``, ``invalid``, ``wait`` (hours), ``occupancy`` and ``capacity`` (per bed
-    type, after the decision). At the last step also ``episode_metrics`` (see
+    type, after the decision), ``reward_by_group`` ((G,) float) and ``reward_shared``. At the last step also ``episode_metrics`` (see
     ``envs.hospital.metrics``). ``env.unwrapped.group_names`` maps index -> name.
 
     **Episode end**: truncated after ``max_decisions`` decisions (default 400); never

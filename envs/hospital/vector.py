@@ -93,6 +93,8 @@ class HospitalVectorEnv(VectorEnv):
         done = np.flatnonzero(truncated)
         metrics = {int(b): episode_metrics(self.core.episode_log(int(b))) for b in done}
         reward = np.where(resetting, 0.0, out["reward"])
+        out["reward_by_group"] = np.where(resetting[:, None], 0.0, out["reward_by_group"])
+        out["reward_shared"] = np.where(resetting, 0.0, out["reward_shared"])
         if resetting.any():
             for b in np.flatnonzero(resetting):
                 self.core.reset_one(int(b), self.core.rngs[b])
@@ -116,6 +118,9 @@ class HospitalVectorEnv(VectorEnv):
         infos["n_groups"], infos["_n_groups"] = np.full(n, self.n_groups), ones
         for key in ("occupancy", "capacity"):
             infos[key], infos[f"_{key}"] = np.asarray(out[key], np.int64).copy(), ones
+        infos["reward_by_group"] = np.asarray(out["reward_by_group"], np.float64).copy()
+        infos["reward_shared"] = np.asarray(out["reward_shared"], np.float64).copy()
+        infos["_reward_by_group"] = infos["_reward_shared"] = ones
         for b, m in (metrics or {}).items():
             self._add_info(infos, {"episode_metrics": m}, b)
         return infos
