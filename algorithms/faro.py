@@ -23,9 +23,10 @@ Calibration: *ordinal* — ranking accuracy and AUC of ``r(a) - r(b)`` on held-o
 ``sigmoid(s (r(a) - r(b)))`` matches observed preference frequencies (expected calibration
 error reported before and after). Calibrated rewards are ``s (r(x) - mean r(train items))``.
 
-Preference data: :func:`cohort_preferences` (ACTG175: each item is a patient with the
-treatment arm they received; a pair prefers the decision whose patient stayed free of AIDS
-events/death) or :func:`synthetic_preferences` (clinical-answer items rated by a demographically
+Preference data: :func:`outcome_preferences` over arrays that
+``envs.cohorts.preference_items`` builds from a real cohort (ACTG175: each item is a patient
+with the treatment arm they received; a pair prefers the decision whose patient stayed free
+of AIDS events/death) or :func:`synthetic_preferences` (clinical-answer items rated by a demographically
 biased annotator, the features :func:`featurize_answers` computes from GRPO completions).
 :func:`make_faro_reward` is the reward-registry factory (``REWARDS.register("faro",
 "algorithms.faro:make_faro_reward")`` in ``envs/clinical/rewards.py``).
@@ -106,44 +107,29 @@ def synthetic_preferences(n_items: int = 1500, n_pairs: int = 15000, bias: float
                           ANSWER_FEATURES, ("F", "M"))
 
 
-def cohort_preferences(name: str = "actg175", sensitive: str | None = None,
-                       n_pairs: int = 20000, seed: int = 0) -> PreferenceData:
-    """Outcome-based preferences between patients' treatment decisions on a real cohort.
+def outcome_preferences(x: np.ndarray, groups: np.ndarray, good: np.ndarray,
+                        cf_columns: Sequence[int], feature_names: Sequence[str],
+                        group_names: Sequence[str], n_pairs: int = 20000, seed: int = 0
+                        ) -> PreferenceData:
+    """Outcome-based preferences between items (patients' treatment decisions).
 
-    Each item is a patient's baseline covariates plus the treatment they received (ACTG175:
-    one-hot ``arms``) and the sensitive attribute's one-hot columns. A pair (a, b) of patients
-    with different outcomes prefers the one whose decision was followed by the good outcome
-    (label 0, e.g. no AIDS-defining event or death); pairs with equal outcomes are not drawn.
-    Labels (for ``eo``) are 1 for a good outcome.
+    x: (N, D) item features (the group's one-hot block at ``cf_columns``); groups: (N,) int
+    group codes; good: (N,) int, 1 when the item's decision was followed by a good outcome
+    (the labels for ``eo``). A pair (a, b) draws one good and one bad item and prefers the
+    good one; pairs with equal outcomes are not drawn; the orientation is random, so the
+    preference labels are balanced. ``envs.cohorts.preference_items`` builds the arrays
+    from a real cohort.
     """
-    from envs.cohorts import COHORTS, load_cohort
-
-    df = load_cohort(name)  # unknown name -> UsageError listing the cohorts
-    spec = COHORTS[name]
-    sensitive = sensitive or spec["sensitive"][0]
-    if sensitive not in spec["sensitive"]:
-        raise UsageError(f"sensitive: unknown column {sensitive!r} for cohort {name}; "
-                         f"allowed: {', '.join(spec['sensitive'])}")
-    feats = [c for c in spec["features"] if c not in ("arms", "treat")]
-    x = [df[feats].to_numpy(np.float64)]
-    names = list(feats)
-    if "arms" in spec["features"]:
-        arms = df["arms"].to_numpy().astype(int)
-        x.append(np.eye(arms.max() + 1)[arms])
-        names += [f"arm_{k}" for k in range(arms.max() + 1)]
-    group_names, groups = np.unique(df[sensitive].to_numpy().astype(str), return_inverse=True)
-    x.append(np.eye(len(group_names))[groups])
-    cf = tuple(range(len(names), len(names) + len(group_names)))
-    names += [f"{sensitive}_{g}" for g in group_names]
-    good = 1 - df[spec["label"]].to_numpy().astype(int)
+    good = np.asarray(good).astype(int)
     rng = np.random.default_rng(seed)
     pos, neg = np.flatnonzero(good == 1), np.flatnonzero(good == 0)
     a, b = rng.choice(pos, n_pairs), rng.choice(neg, n_pairs)
     flip = rng.random(n_pairs) < 0.5  # random orientation: labels are balanced
     pairs = np.stack([np.where(flip, b, a), np.where(flip, a, b)], 1)
     prefs = (~flip).astype(np.float32)
-    return PreferenceData(np.concatenate(x, 1).astype(np.float32), groups.astype(int), good,
-                          pairs, prefs, cf, tuple(names), tuple(group_names))
+    return PreferenceData(np.asarray(x).astype(np.float32), np.asarray(groups).astype(int), good,
+                          pairs, prefs, tuple(cf_columns), tuple(feature_names),
+                          tuple(group_names))
 
 
 def _random_pairs(rng: np.random.Generator, n_items: int, n_pairs: int) -> np.ndarray:

@@ -7,7 +7,8 @@ constraint (dp, eo, cf; ε = 0.05, FaroConfig defaults) on the same items, pairs
 prints: training seconds and the ratio to unconstrained (same run), true violations on the
 training and held-out items, held-out ranking accuracy / AUC, ECE before and after the
 temperature fit, and the temperature. Sources: the synthetic biased annotator
-(``synthetic_preferences``) and ACTG175 outcome-based preferences with race as the group.
+(``synthetic_preferences``) and ACTG175 outcome-based preferences with race as the group
+(``envs.cohorts.preference_items`` -> ``outcome_preferences``).
 """
 
 from __future__ import annotations
@@ -19,12 +20,13 @@ import torch
 from algorithms.faro import (
     FaroConfig,
     calibration_report,
-    cohort_preferences,
+    outcome_preferences,
     split_items,
     synthetic_preferences,
     train_faro,
     violations,
 )
+from envs.cohorts import preference_items
 
 ALL = ["dp", "eo", "cf"]
 
@@ -61,7 +63,7 @@ def main() -> None:
               args.seed)
     if args.data in ("actg175", "both"):
         bench("actg175 (outcome-based, group = race)",
-              cohort_preferences("actg175", "race", seed=args.seed), args.seed)
+              outcome_preferences(**preference_items("actg175", "race"), seed=args.seed), args.seed)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,9 @@ Cohorts
              from the race x sex indicator columns. The only feature is ``age``.
 
 Every cohort also has ``age_band`` (<=25, 26-50, 51-75, >75; the FairGRPO paper's bands).
+
+``preference_items(name, sensitive)`` turns a cohort into the arrays of Faro's outcome-based
+preference data (``algorithms.faro.outcome_preferences`` takes them; algorithms do no I/O).
 """
 
 from __future__ import annotations
@@ -173,3 +176,35 @@ def load_cohort(name: str) -> pd.DataFrame:
     df = _LOADERS[name]()
     cols = list(spec["features"]) + [spec["label"]] + list(spec["sensitive"]) + list(spec["extra"])
     return df[cols].reset_index(drop=True)
+
+
+def preference_items(name: str = "actg175", sensitive: str | None = None) -> dict:
+    """A cohort as items for outcome-based preferences (``algorithms.faro.outcome_preferences``).
+
+    Each item is a patient's baseline covariates plus the treatment received (ACTG175: the
+    one-hot ``arms``) and the sensitive attribute's one-hot columns. Returns ``x`` (N, D)
+    float64, ``groups`` (N,) int codes of ``sensitive`` (default: the cohort's first
+    sensitive column), ``good`` (N,) int (1 = label 0, e.g. no AIDS-defining event or death),
+    ``cf_columns`` (the one-hot block of the group, in code order), ``feature_names`` and
+    ``group_names``. Unknown cohort or column -> ``UsageError`` listing the allowed ones.
+    """
+    df = load_cohort(name)
+    spec = COHORTS[name]
+    sensitive = sensitive or spec["sensitive"][0]
+    if sensitive not in spec["sensitive"]:
+        raise UsageError(f"sensitive: unknown column {sensitive!r} for cohort {name}; "
+                         f"allowed: {', '.join(spec['sensitive'])}")
+    feats = [c for c in spec["features"] if c not in ("arms", "treat")]
+    x = [df[feats].to_numpy(np.float64)]
+    names = list(feats)
+    if "arms" in spec["features"]:
+        arms = df["arms"].to_numpy().astype(int)
+        x.append(np.eye(arms.max() + 1)[arms])
+        names += [f"arm_{k}" for k in range(arms.max() + 1)]
+    group_names, groups = np.unique(df[sensitive].to_numpy().astype(str), return_inverse=True)
+    x.append(np.eye(len(group_names))[groups])
+    cf = tuple(range(len(names), len(names) + len(group_names)))
+    names += [f"{sensitive}_{g}" for g in group_names]
+    return {"x": np.concatenate(x, 1), "groups": groups.astype(int),
+            "good": 1 - df[spec["label"]].to_numpy().astype(int), "cf_columns": cf,
+            "feature_names": tuple(names), "group_names": tuple(str(g) for g in group_names)}

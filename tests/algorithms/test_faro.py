@@ -26,18 +26,19 @@ import torch
 from algorithms.faro import (
     FaroConfig,
     calibration_report,
-    cohort_preferences,
     counterfactual,
     expected_calibration_error,
     featurize_answers,
     fit_temperature,
     make_faro_reward,
+    outcome_preferences,
     split_items,
     synthetic_preferences,
     train_faro,
     violations,
 )
 from base.errors import ConfigError, UsageError
+from envs.cohorts import preference_items
 
 EPS = 0.05
 SEED = 0
@@ -112,7 +113,7 @@ def test_counterfactual_swaps_the_group_block():
 
 
 def test_cohort_preferences_from_actg175_are_outcome_based():
-    data = cohort_preferences("actg175", "race", n_pairs=500, seed=0)
+    data = outcome_preferences(**preference_items("actg175", "race"), n_pairs=500, seed=0)
     a, b = data.pairs[:, 0], data.pairs[:, 1]
     preferred = np.where(data.prefs == 1, a, b)
     other = np.where(data.prefs == 1, b, a)
@@ -122,7 +123,7 @@ def test_cohort_preferences_from_actg175_are_outcome_based():
     assert [data.feature_names[c] for c in data.cf_columns] == ["race_non-white", "race_white"]
     assert {"arm_0", "arm_3"} <= set(data.feature_names)
     with pytest.raises(UsageError, match="allowed: race, gender"):
-        cohort_preferences("actg175", "religion")
+        preference_items("actg175", "religion")
 
 
 def test_bad_config_names_the_field():
