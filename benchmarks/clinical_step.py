@@ -17,26 +17,25 @@ import time
 
 
 def main(argv: list[str]) -> int:
-    from platform.cli import parser
+    from platform.cli import add_config_options, config_from_args, parser
+    from platform.clinical.config import ClinicalConfig
 
-    from base.config import build, deep_merge, parse_overrides
-
-    p = parser("python -m benchmarks.clinical_step", __doc__.split("\n")[0])
-    p.add_argument("--steps", type=int, default=6)
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p = parser("python -m benchmarks.clinical_step", __doc__.split("\n")[0], ClinicalConfig)
+    p.add_argument("--steps", type=int, default=6, help="training steps (iterations)")
+    add_config_options(p)
     args = p.parse_args(argv)
 
     from platform import tracking
-    from platform.clinical.config import ClinicalConfig
+    from platform.clinical.backends import BACKENDS
     from platform.clinical.driver import STAGES, Pipeline, train
-    from platform.clinical.rollout import ROLLOUT_BACKENDS
     from platform.cluster import init_ray
 
     import mlflow
 
-    cfg = build(ClinicalConfig, deep_merge(
-        {"algorithm": "fairgrpo", "iterations": args.steps, "eval_every": 0, "checkpoint_every": 0},
-        parse_overrides(args.overrides)))
+    # the benchmark's defaults (no periodic evaluation or checkpoints), overridable by --set
+    args.overrides = ["eval_every=0", "checkpoint_every=0", *args.overrides]
+    cfg = config_from_args(ClinicalConfig, args, flags={"steps": "iterations"},
+                           fixed={"algorithm": "fairgrpo"})
     with tempfile.TemporaryDirectory() as tmp:
         uri, _ = tracking.setup(f"sqlite:///{tmp}/mlflow.db", "clinical-bench")
         init_ray(num_cpus=cfg.num_cpus or None)
@@ -70,7 +69,7 @@ def main(argv: list[str]) -> int:
             idx = list(range(cfg.data.prompts_per_step))
             _, req = pipe.request(pipe.train_df, idx, cfg.rollout.group_size, cfg.rollout.temperature, seed=1)
             n_opts = max(len(o) for o in pipe.train_df["options"])
-            local = ROLLOUT_BACKENDS.get("hf")(model_path=pipe.model_path,
+            local = BACKENDS.get("hf").backend(model_path=pipe.model_path,
                                                answer_letters="ABCDEFGHIJ"[:n_opts])
             local.generate(req)
             t = time.perf_counter()

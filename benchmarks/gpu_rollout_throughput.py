@@ -32,7 +32,7 @@ def tiny_model(dest: Path) -> Path:
 
 
 def request(prompts: int, n: int, tokens: int, seed: int):
-    from platform.clinical.rollout import GenerationRequest
+    from platform.clinical.generation import GenerationRequest
 
     msgs = [[{"role": "user", "content": f"Case {i}: chest radiograph, is there effusion?"}]
             for i in range(prompts)]
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 
-    from platform.clinical.rollout import HFBackend
+    from platform.clinical.hf_backend import HFBackend
     from platform.clinical.vllm_backend import VLLMBackend
 
     with tempfile.TemporaryDirectory() as tmp:

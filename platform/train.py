@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 from platform.cli import run_main
+from platform.clinical.config import ALGORITHMS as CLINICAL_ALGORITHMS
 
 from base.errors import UsageError
 from base.registry import Registry
@@ -22,16 +23,8 @@ _CLINICAL = "platform.clinical.train:main"
 ALGORITHMS.register("group-robust-ppo", _ALLOCATION,
                     help="PPO with (1-λ)·L_PPO + λ·L_robust on a hospital simulator (RLlib)")
 ALGORITHMS.register("ppo", _ALLOCATION, help="RLlib PPO baseline on a hospital simulator")
-ALGORITHMS.register("fairgrpo", _CLINICAL,
-                    help="FairGRPO on a clinical VLM (Ray rollout workers + DeepSpeed learners)")
-ALGORITHMS.register("fairgrpo-nd", _CLINICAL,
-                    help="FairGRPO with latent groups discovered by k-means (no demographics)")
-ALGORITHMS.register("grpo", _CLINICAL, help="GRPO baseline on the clinical pipeline")
-ALGORITHMS.register("rloo", _CLINICAL, help="RLOO baseline on the clinical pipeline")
-ALGORITHMS.register("reinforce-pp", _CLINICAL, help="REINFORCE++ baseline on the clinical pipeline")
-ALGORITHMS.register("grpo-resample", _CLINICAL,
-                    help="GRPO with minority groups oversampled per data source")
-ALGORITHMS.register("grpo-dro", _CLINICAL, help="GRPO with GroupDRO group weights")
+for _name, _alg in CLINICAL_ALGORITHMS.items():  # one table: platform.clinical.config.ALGORITHMS
+    ALGORITHMS.register(_name, _CLINICAL, help=_alg.help)
 ALGORITHMS.register("fairgrad-classifier", "platform.tabular:main",
                     help="MLP on a real cohort with and without FairGrad gradient projection")
 

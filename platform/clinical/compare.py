@@ -24,19 +24,42 @@ HEADLINE = ("fairness/pooled/f1_gap", "fairness/pooled/pp_gap", "fairness/pooled
 STAGES = ("rollout", "reward", "advantage", "update", "sync", "evaluate", "checkpoint")
 
 
-def _parser():
-    from platform.cli import parser
+# compare's own defaults, below --set (it evaluates once, after the last step, and keeps no
+# checkpoints; its data is the synthetic set of --n-per-source rows, scored on the test split)
+DEFAULT_SETS = ("eval_every=0", "checkpoint_every=0", "data.eval_split=test")
 
-    p = parser("python -m platform.clinical.compare", __doc__.split("\n")[0])
-    p.add_argument("--algorithms", default="fairgrpo,grpo,grpo-resample,grpo-dro")
-    p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--iterations", type=int, default=30)
+
+def _parser():
+    from platform.cli import add_tracking_options, parser
+    from platform.clinical.config import ClinicalConfig
+
+    p = parser("python -m platform.clinical.compare", __doc__.split("\n")[0] + "\n\nDefaults "
+               f"here (override with --set): {', '.join(DEFAULT_SETS)}, data.path = the "
+               "synthetic set of --n-per-source rows per data source.", ClinicalConfig)
+    p.add_argument("--algorithms", default="fairgrpo,grpo,grpo-resample,grpo-dro",
+                   help="comma-separated platform.train clinical algorithms")
+    p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (one run per algorithm x seed)")
+    p.add_argument("--iterations", type=int, default=30, help="training steps per run (iterations)")
     p.add_argument("--n-per-source", type=int, default=400, help="synthetic rows per data source")
-    p.add_argument("--out", default="docs/results/clinical")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--tracking-uri", default=None)
-    p.add_argument("--experiment", default="clinical-compare")
+    p.add_argument("--out", default="docs/results/clinical", help="folder for runs.csv, summary.json, README.md")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field (dotted keys; repeatable)")
+    g = p.add_argument_group("tracking")
+    add_tracking_options(g, default_experiment="clinical-compare")
     return p
+
+
+def configs(args, data_path: str) -> list:
+    """One ClinicalConfig per (seed, algorithm): defaults < compare's defaults < --set <
+    --iterations < the algorithm and seed of the run."""
+    from platform.cli import config_from_args
+    from platform.clinical.config import ClinicalConfig
+
+    args.overrides = [*DEFAULT_SETS, f"data.path={data_path}", *args.overrides]
+    algs = [a.strip() for a in args.algorithms.split(",") if a.strip()]
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    return [config_from_args(ClinicalConfig, args, flags={"iterations": "iterations"},
+                             fixed={"algorithm": a, "seed": s}) for s in seeds for a in algs]
 
 
 def run_one(pipe, client, run_name: str, ckpt_root: str) -> dict[str, Any]:
@@ -46,10 +69,12 @@ def run_one(pipe, client, run_name: str, ckpt_root: str) -> dict[str, Any]:
 
     import mlflow
 
+    from base.config import tracked_params
+
     t0 = time.perf_counter()
-    with tracking.tracked_run(run_name=run_name, tags={"algorithm": pipe.cfg.algorithm,
-                                                       "pipeline": "clinical-compare"}) as run:
-        mlflow.log_params(pipe.cfg.tracked_params())
+    tags = tracking.run_tags("clinical", pipe.cfg.algorithm, command="compare")
+    with tracking.tracked_run(run_name=run_name, tags=tags) as run:
+        mlflow.log_params(tracked_params(pipe.cfg))
         last = train(pipe, 0, run.info.run_id, ckpt_root)
     wall = time.perf_counter() - t0
     row = {"algorithm": pipe.cfg.algorithm, "seed": pipe.cfg.seed, "run_id": run.info.run_id,
@@ -142,22 +167,17 @@ def main(argv: list[str]) -> int:
     import datetime
     import platform as _platform
     from platform import tracking
-    from platform.clinical.config import ClinicalConfig
     from platform.clinical.driver import Pipeline
     from platform.cluster import init_ray
 
     import mlflow
 
-    from base.config import build, deep_merge, parse_overrides
     from envs.clinical import dataset, synth
 
     args = _parser().parse_args(argv)
-    algs = [a.strip() for a in args.algorithms.split(",") if a.strip()]
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     data_path = str(synth.default_dataset_path(n_per_source=args.n_per_source))
-    base = deep_merge({"iterations": args.iterations, "eval_every": 0, "checkpoint_every": 0,
-                       "data": {"path": data_path, "eval_split": "test"}}, parse_overrides(args.overrides))
-    cfgs = [build(ClinicalConfig, {**base, "algorithm": a, "seed": s}) for s in seeds for a in algs]
+    cfgs = configs(args, data_path)
     uri, _ = tracking.setup(args.tracking_uri, args.experiment)
     client = mlflow.MlflowClient(uri)
     init_ray(num_cpus=cfgs[0].num_cpus or None)
@@ -185,7 +205,7 @@ def main(argv: list[str]) -> int:
             "machine": f"{_platform.machine()}, CPU", "iterations": c.iterations,
             "prompts_per_step": c.data.prompts_per_step, "group_size": c.rollout.group_size,
             "seeds": seeds, "eval_split": c.data.eval_split,
-            "eval_rows": len(dataset.load_dataset(data_path, c.data.eval_split)),
+            "eval_rows": len(dataset.load_dataset(c.data.path, c.data.eval_split)),
             "data": f"synthetic, n_per_source={args.n_per_source}", "tracking_uri": uri}
     write_report(Path(args.out), rows, summarise(rows), meta)
     print(f"wrote {args.out}/README.md")

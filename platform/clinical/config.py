@@ -1,49 +1,86 @@
-"""The one typed config of the clinical GRPO pipeline (``python -m platform.train fairgrpo``).
+"""``ClinicalConfig``: the one typed config of the clinical GRPO pipeline
+(``python -m platform.train fairgrpo|grpo|...`` and ``python -m platform.clinical.compare``).
 
-Built with :func:`base.config.build` from ``--config FILE.yaml`` + ``--set key=value``;
-each field is documented once, right under it (``metadata["help"]``), and invariants are checked
-on construction with messages that say what to change.
+Built by :func:`platform.cli.config_from_args` (defaults < ``--config FILE.yaml`` <
+``--set key=value`` < explicit flags). Each field is declared once with
+:func:`base.config.option`: its doc feeds ``--help`` and the table in docs/clinical-grpo.md,
+and its ``track`` decides whether (and as what) it is an MLflow param of the run
+(:func:`base.config.tracked_params`; ``estimator`` and ``sampler`` are added as derived
+params). Invariants are checked in ``__post_init__`` with errors that name the field.
+
+:data:`ALGORITHMS` is the one table of the clinical algorithms: each is this pipeline with an
+advantage estimator (``algorithms.advantages``) and a data sampler; ``platform.train``
+registers its commands from it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from platform.clinical.backends import spec
 from typing import Any, Literal
 
+from base.config import option
 from base.errors import require
 
-# algorithm name (platform.train) -> advantage estimator name (algorithms.advantages) + sampler
-ALGORITHM_ESTIMATORS: dict[str, str] = {
-    "fairgrpo": "fair_grpo",
-    "fairgrpo-nd": "fair_grpo_nd",
-    "grpo": "grpo",
-    "rloo": "rloo",
-    "reinforce-pp": "reinforce_pp",
-    "grpo-resample": "grpo",
-    "grpo-dro": "group_dro",
+
+@dataclass(frozen=True)
+class ClinicalAlgorithm:
+    """One ``platform.train`` clinical algorithm: the estimator and sampler it implies."""
+
+    estimator: str
+    """An ``algorithms.advantages.ESTIMATORS`` name."""
+    help: str
+    """One line for ``python -m platform.train --help``."""
+    sampler: Literal["shuffle", "balanced"] = "shuffle"
+    """Training data order: a permutation per epoch, or ``balanced`` (minority groups
+    oversampled per data source, ``algorithms.sampling.balanced_indices``)."""
+
+
+ALGORITHMS: dict[str, ClinicalAlgorithm] = {
+    "fairgrpo": ClinicalAlgorithm(
+        "fair_grpo", "FairGRPO on a clinical VLM (Ray rollout workers + DeepSpeed learners)"),
+    "fairgrpo-nd": ClinicalAlgorithm(
+        "fair_grpo_nd", "FairGRPO with latent groups discovered by k-means (no demographics)"),
+    "grpo": ClinicalAlgorithm("grpo", "GRPO baseline on the clinical pipeline"),
+    "rloo": ClinicalAlgorithm("rloo", "RLOO baseline on the clinical pipeline"),
+    "reinforce-pp": ClinicalAlgorithm("reinforce_pp", "REINFORCE++ baseline on the clinical pipeline"),
+    "grpo-resample": ClinicalAlgorithm(
+        "grpo", "GRPO with minority groups oversampled per data source", sampler="balanced"),
+    "grpo-dro": ClinicalAlgorithm("group_dro", "GRPO with GroupDRO group weights"),
 }
-ALGORITHM_SAMPLERS: dict[str, str] = {"grpo-resample": "balanced"}
 
 
-def _f(default: Any, help: str, **kw: Any) -> Any:
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: type(default)(default), metadata={"help": help}, **kw)
-    return field(default=default, metadata={"help": help}, **kw)
+def _section_param(section: str, name: str):
+    """track: ``rollout.<section>.<name>`` is logged only when the chosen backend reads that
+    section (its spec's ``config_section``), e.g. ``rollout.vllm.*`` only for vLLM runs."""
+    def track(cfg: ClinicalConfig) -> Any:
+        if spec(cfg.rollout.backend).config_section != section:
+            return None
+        return getattr(getattr(cfg.rollout, section), name)
+    return track
 
 
 @dataclass
 class ModelConfig:
-    path: str = _f("", "local Hugging Face model dir (--model); empty = built-in tiny Gemma3 VLM")
-    dtype: Literal["float32", "bfloat16"] = _f("float32", "parameter dtype for rollout and learner")
+    """The policy model."""
+
+    path: str = option("", "local Hugging Face model dir (--model); empty = built-in tiny Gemma3 VLM",
+                       track=lambda cfg: cfg.model.path or "tiny-gemma3")
+    dtype: Literal["float32", "bfloat16"] = option("float32", "parameter dtype for rollout and learner")
 
 
 @dataclass
 class DataConfig:
-    path: str = _f("", "Parquet file/folder in the envs.clinical schema (--data); empty = built-in synthetic")
-    group_attributes: list[str] = _f(["sex", "age_band"], "columns forming the intersectional group key")
-    prompts_per_step: int = _f(8, "prompts sampled per training step (each gets rollout.group_size completions)")
-    eval_split: Literal["val", "test"] = _f("val", "held-out split for periodic evaluation")
-    eval_prompts: int = _f(0, "held-out prompts per evaluation (0 = the whole split)")
+    """The dataset (``envs.clinical`` schema) and what a step / an evaluation reads of it."""
+
+    path: str = option("", "Parquet file/folder in the envs.clinical schema (--data); empty = "
+                       "built-in synthetic", track=lambda cfg: cfg.data.path or "synthetic")
+    group_attributes: list[str] = option(["sex", "age_band"],
+                                         "columns forming the intersectional group key")
+    prompts_per_step: int = option(
+        8, "prompts sampled per training step (each gets rollout.group_size completions)")
+    eval_split: Literal["val", "test"] = option("val", "held-out split for periodic evaluation")
+    eval_prompts: int = option(0, "held-out prompts per evaluation (0 = the whole split)")
 
     def __post_init__(self) -> None:
         require(self.prompts_per_step >= 1, "data.prompts_per_step", f"{self.prompts_per_step} must be >= 1")
@@ -53,17 +90,25 @@ class DataConfig:
 
 @dataclass
 class VLLMConfig:
-    """Engine settings for ``rollout.backend: vllm`` (passed to ``vllm_backend.VLLMBackend``)."""
+    """Engine settings of the vLLM backend (``platform.clinical.vllm_backend.engine_kwargs``)."""
 
-    tensor_parallel_size: int = _f(1, "GPUs per vLLM engine (tensor parallelism); 1 on CPU")
-    gpu_memory_utilization: float = _f(0.85, "share of each engine GPU's memory vLLM may take")
-    max_model_len: int = _f(2048, "prompt + completion token cap of the engine")
-    dtype: Literal["", "auto", "float32", "bfloat16", "float16"] = _f(
-        "", "engine dtype; empty = model.dtype")
-    enforce_eager: bool = _f(True, "no CUDA graphs (faster start, slower decode)")
-    max_num_seqs: int = _f(256, "sequences batched per engine step")
-    enable_prefix_caching: bool = _f(True, "reuse the KV cache of shared prompt prefixes (G samples)")
-    cpu_kvcache_gb: int = _f(1, "KV cache GiB on CPU engines (VLLM_CPU_KVCACHE_SPACE, a whole number)")
+    tensor_parallel_size: int = option(1, "GPUs per vLLM engine (tensor parallelism); 1 on CPU",
+                                       track=_section_param("vllm", "tensor_parallel_size"))
+    gpu_memory_utilization: float = option(0.85, "share of each engine GPU's memory vLLM may take",
+                                           track=_section_param("vllm", "gpu_memory_utilization"))
+    max_model_len: int = option(2048, "prompt + completion token cap of the engine",
+                                track=_section_param("vllm", "max_model_len"))
+    dtype: Literal["", "auto", "float32", "bfloat16", "float16"] = option(
+        "", "engine dtype; empty = model.dtype", track=_section_param("vllm", "dtype"))
+    enforce_eager: bool = option(True, "no CUDA graphs (faster start, slower decode)",
+                                 track=_section_param("vllm", "enforce_eager"))
+    max_num_seqs: int = option(256, "sequences batched per engine step",
+                               track=_section_param("vllm", "max_num_seqs"))
+    enable_prefix_caching: bool = option(
+        True, "reuse the KV cache of shared prompt prefixes (G samples)",
+        track=_section_param("vllm", "enable_prefix_caching"))
+    cpu_kvcache_gb: int = option(1, "KV cache GiB on CPU engines (VLLM_CPU_KVCACHE_SPACE, a whole number)",
+                                 track=_section_param("vllm", "cpu_kvcache_gb"))
 
     def __post_init__(self) -> None:
         require(self.tensor_parallel_size >= 1, "rollout.vllm.tensor_parallel_size",
@@ -78,33 +123,32 @@ class VLLMConfig:
 
 @dataclass
 class RolloutConfig:
-    backend: str = _f("hf", "rollout backend name (platform.clinical.rollout.ROLLOUT_BACKENDS: hf, vllm)")
-    num_workers: int = _f(2, "rollout worker actors")
-    group_size: int = _f(4, "G: completions sampled per prompt")
-    temperature: float = _f(1.0, "sampling temperature (also used for the learner's log-probs)")
-    top_p: float = _f(1.0, "nucleus sampling mass")
-    max_new_tokens: int = _f(16, "completion length cap")
-    eval_temperature: float = _f(0.0, "temperature for held-out evaluation (0 = greedy)")
-    answer_only: bool | None = _f(None, "hf backend: first token an option letter, then stop; "
-                                  "empty = on for the built-in tiny model, off with model.path")
-    max_restarts: int = _f(2, "Ray restarts of a dead rollout worker before the step fails")
-    num_cpus: float = _f(0.25, "CPUs reserved per rollout worker actor")
-    num_gpus: float = _f(0.0, "GPUs per rollout worker actor")
-    timeout_s: float = _f(600.0, "seconds to wait for one generate call")
-    weight_sync: Literal["auto", "object_store", "broadcast"] = _f(
+    """Rollout workers (Ray actors over one backend) and sampling."""
+
+    backend: str = option("hf", "rollout backend (platform.clinical.backends.BACKENDS: hf, vllm)")
+    num_workers: int = option(2, "rollout worker actors")
+    group_size: int = option(4, "G: completions sampled per prompt")
+    temperature: float = option(1.0, "sampling temperature (also used for the learner's log-probs)")
+    top_p: float = option(1.0, "nucleus sampling mass")
+    max_new_tokens: int = option(16, "completion length cap")
+    eval_temperature: float = option(0.0, "temperature for held-out evaluation (0 = greedy)")
+    answer_only: bool | None = option(None, "hf backend: first token an option letter, then stop; "
+                                      "empty = on for the built-in tiny model, off with model.path")
+    max_restarts: int = option(2, "Ray restarts of a dead rollout worker before the step fails",
+                               track=False)
+    num_cpus: float = option(0.25, "CPUs reserved per rollout worker actor", track=False)
+    num_gpus: float = option(0.0, "GPUs per rollout worker actor (x tensor-parallel size for vllm)")
+    timeout_s: float = option(600.0, "seconds to wait for one generate call", track=False)
+    weight_sync: Literal["auto", "object_store", "broadcast"] = option(
         "auto", "learner -> rollout weights after each update: object_store (ray.put, workers "
-        "reload), broadcast (vllm only: learner rank 0 broadcasts into the engines, NCCL on GPUs, "
-        "gloo on CPU); auto = broadcast for vLLM engines and learners on GPUs of their own "
-        "(placement: dedicated), else object_store")
-    vllm: VLLMConfig = _f(None, "vLLM engine settings (used when backend is vllm)")
+        "reload), broadcast (backends that support it, i.e. vllm: learner rank 0 broadcasts into "
+        "the engines, NCCL on GPUs, gloo on CPU); auto = broadcast when the backend supports it "
+        "and engines and learners have GPUs of their own (placement: dedicated), else object_store")
+    vllm: VLLMConfig = option(VLLMConfig, "vLLM engine settings (used when backend is vllm)")
 
     def __post_init__(self) -> None:
-        if self.vllm is None:
-            self.vllm = VLLMConfig()
         require(self.num_gpus >= 0, "rollout.num_gpus", f"{self.num_gpus} must be >= 0")
-        require(self.backend != "vllm" or self.num_gpus > 0 or self.vllm.tensor_parallel_size == 1,
-                "rollout.vllm.tensor_parallel_size",
-                f"{self.vllm.tensor_parallel_size} needs GPUs (rollout.num_gpus > 0); use 1 on CPU")
+        spec(self.backend).validate(self)  # unknown backend: ConfigError naming rollout.backend
         require(self.num_workers >= 1, "rollout.num_workers", f"{self.num_workers} must be >= 1")
         require(self.group_size >= 2, "rollout.group_size",
                 f"{self.group_size} must be >= 2 for group-relative advantages")
@@ -116,20 +160,25 @@ class RolloutConfig:
 
 @dataclass
 class LearnerConfig:
-    num_learners: int = _f(2, "DeepSpeed world size (learner actors)")
-    zero_stage: Literal[2, 3] = _f(2, "DeepSpeed ZeRO stage")
-    dist_backend: Literal["auto", "gloo", "nccl"] = _f("auto", "torch.distributed backend; auto = nccl on GPU else gloo")
-    lr: float = _f(1e-3, "AdamW learning rate")
-    weight_decay: float = _f(0.0, "AdamW weight decay")
-    clip_eps: float = _f(0.2, "PPO clip range epsilon")
-    kl_coef: float = _f(0.0, "coefficient of the k3 KL to the frozen reference model (0 = no reference)")
-    grad_accum: int = _f(2, "micro-batches per optimizer step on each learner")
-    max_grad_norm: float = _f(1.0, "gradient clipping norm (0 = off)")
-    ppo_epochs: int = _f(1, "passes over each rollout batch (optimizer steps per training step)")
-    fairgrad: bool = _f(False, "FairGrad: project per-group policy-loss gradients (algorithms.fairgrad; ZeRO-2)")
-    num_cpus: float = _f(0.25, "CPUs reserved per learner actor")
-    num_gpus: float = _f(0.0, "GPUs per learner actor")
-    timeout_s: float = _f(600.0, "seconds to wait for any collective call on the learners")
+    """DeepSpeed learner actors and the PPO-clip update."""
+
+    num_learners: int = option(2, "DeepSpeed world size (learner actors)")
+    zero_stage: Literal[2, 3] = option(2, "DeepSpeed ZeRO stage")
+    dist_backend: Literal["auto", "gloo", "nccl"] = option(
+        "auto", "torch.distributed backend; auto = nccl on GPU else gloo")
+    lr: float = option(1e-3, "AdamW learning rate")
+    weight_decay: float = option(0.0, "AdamW weight decay")
+    clip_eps: float = option(0.2, "PPO clip range epsilon")
+    kl_coef: float = option(0.0, "coefficient of the k3 KL to the frozen reference model (0 = no reference)")
+    grad_accum: int = option(2, "micro-batches per optimizer step on each learner")
+    max_grad_norm: float = option(1.0, "gradient clipping norm (0 = off)")
+    ppo_epochs: int = option(1, "passes over each rollout batch (optimizer steps per training step)")
+    fairgrad: bool = option(
+        False, "FairGrad: project per-group policy-loss gradients (algorithms.fairgrad; ZeRO-2)")
+    num_cpus: float = option(0.25, "CPUs reserved per learner actor", track=False)
+    num_gpus: float = option(0.0, "GPUs per learner actor")
+    timeout_s: float = option(600.0, "seconds to wait for any collective call on the learners",
+                              track=False)
 
     def __post_init__(self) -> None:
         require(self.num_learners >= 1, "learner.num_learners", f"{self.num_learners} must be >= 1")
@@ -146,47 +195,59 @@ class LearnerConfig:
 
 @dataclass
 class AdvantageConfig:
-    estimator: str = _f("", "algorithms.advantages estimator; empty = the one named by the algorithm")
-    kwargs: dict[str, Any] = _f({}, "keyword arguments for the estimator")
+    """The advantage estimator (``algorithms.advantages``)."""
+
+    estimator: str = option("", "algorithms.advantages estimator; empty = the one named by the "
+                            "algorithm (logged as the derived param estimator)", track=False)
+    kwargs: dict[str, Any] = option({}, "keyword arguments for the estimator")
 
 
 @dataclass
 class RewardConfig:
-    name: str = _f("accuracy", "envs.clinical.rewards.REWARDS entry (accuracy, format, accuracy+format, ...)")
-    kwargs: dict[str, Any] = _f({}, "keyword arguments for the reward factory")
+    """The reward function (``envs.clinical.rewards``)."""
+
+    name: str = option("accuracy", "envs.clinical.rewards.REWARDS entry (accuracy, format, accuracy+format, ...)")
+    kwargs: dict[str, Any] = option({}, "keyword arguments for the reward factory")
+
+
+def _uses_gpus(cfg: ClinicalConfig) -> bool:
+    return bool(cfg.rollout.num_gpus or cfg.learner.num_gpus)
 
 
 @dataclass
 class ClinicalConfig:
-    algorithm: str = _f("fairgrpo", "algorithm (set from the command line)")
-    seed: int = _f(0, "seed for data order, sampling and model build")
-    iterations: int = _f(20, "training steps")
-    eval_every: int = _f(5, "held-out evaluation every N steps (and after the last); 0 = only at the end")
-    eval_min_group_size: int = _f(5, "groups with fewer held-out samples are reported as too small")
-    checkpoint_every: int = _f(5, "checkpoint every N steps (and after the last); 0 = only at the end")
-    checkpoint_dir: str = _f("", "checkpoint root; empty = <repo>/checkpoints/clinical/<experiment>/<run_name>")
-    run_name: str = _f("", "MLflow run name; empty = <algorithm>-seed<seed>")
-    num_cpus: int = _f(0, "CPUs for a local Ray instance (0 = all)")
-    placement: Literal["dedicated", "colocated"] = _f(
+    """One clinical GRPO-family training run (one MLflow run)."""
+
+    DERIVED_PARAMS = ("estimator", "sampler")
+
+    algorithm: str = option("fairgrpo", f"algorithm, set by the command: {', '.join(ALGORITHMS)}")
+    seed: int = option(0, "seed for data order, sampling and model build")
+    iterations: int = option(20, "training steps")
+    eval_every: int = option(5, "held-out evaluation every N steps (and after the last); 0 = only at the end")
+    eval_min_group_size: int = option(5, "groups with fewer held-out samples are reported as too small")
+    checkpoint_every: int = option(5, "checkpoint every N steps (and after the last); 0 = only at the end")
+    checkpoint_dir: str = option(
+        "", "checkpoint root; empty = <storage root>/checkpoints/clinical/<experiment>/<run_name> "
+        "(storage root: EQUIRL_STORAGE or <repo>/ray_results)", track=False)
+    run_name: str = option("", "MLflow run name (--run-name); empty = <algorithm>-seed<seed>",
+                           track=False)
+    num_cpus: int = option(0, "CPUs for a local Ray instance (0 = all)", track=False)
+    placement: Literal["dedicated", "colocated"] = option(
         "dedicated", "GPU layout when rollout.num_gpus or learner.num_gpus > 0: dedicated = rollout "
         "engines and learners on disjoint GPUs (whole GPUs: num_gpus 0 or 1 / integer); colocated = "
         "engine i and learner i share one GPU (num_gpus 0.5 each, rollout.num_workers == "
-        "learner.num_learners); ignored on CPU (no placement group)")
-    model: ModelConfig = _f(None, "policy model", )
-    data: DataConfig = _f(None, "dataset")
-    rollout: RolloutConfig = _f(None, "rollout workers")
-    learner: LearnerConfig = _f(None, "DeepSpeed learners")
-    advantage: AdvantageConfig = _f(None, "advantage estimator")
-    reward: RewardConfig = _f(None, "reward function")
+        "learner.num_learners); ignored on CPU (no placement group; not logged)",
+        track=lambda cfg: cfg.placement if _uses_gpus(cfg) else None)
+    model: ModelConfig = option(ModelConfig, "policy model")
+    data: DataConfig = option(DataConfig, "dataset")
+    rollout: RolloutConfig = option(RolloutConfig, "rollout workers")
+    learner: LearnerConfig = option(LearnerConfig, "DeepSpeed learners")
+    advantage: AdvantageConfig = option(AdvantageConfig, "advantage estimator")
+    reward: RewardConfig = option(RewardConfig, "reward function")
 
     def __post_init__(self) -> None:
-        for name, cls in (("model", ModelConfig), ("data", DataConfig), ("rollout", RolloutConfig),
-                          ("learner", LearnerConfig), ("advantage", AdvantageConfig),
-                          ("reward", RewardConfig)):
-            if getattr(self, name) is None:
-                setattr(self, name, cls())
-        require(self.algorithm in ALGORITHM_ESTIMATORS, "algorithm",
-                f"{self.algorithm!r}; allowed: {', '.join(ALGORITHM_ESTIMATORS)}")
+        require(self.algorithm in ALGORITHMS, "algorithm",
+                f"{self.algorithm!r}; allowed: {', '.join(ALGORITHMS)}")
         require(self.iterations >= 1, "iterations", f"{self.iterations} must be >= 1")
         require(self.eval_every >= 0, "eval_every", f"{self.eval_every} must be >= 0")
         require(self.checkpoint_every >= 0, "checkpoint_every", f"{self.checkpoint_every} must be >= 0")
@@ -197,28 +258,10 @@ class ClinicalConfig:
 
     @property
     def estimator(self) -> str:
-        return self.advantage.estimator or ALGORITHM_ESTIMATORS[self.algorithm]
+        """The advantage estimator: ``advantage.estimator``, else the algorithm's."""
+        return self.advantage.estimator or ALGORITHMS[self.algorithm].estimator
 
     @property
     def sampler(self) -> str:
-        return ALGORITHM_SAMPLERS.get(self.algorithm, "shuffle")
-
-    def tracked_params(self) -> dict[str, Any]:
-        """The parameters a person compares across runs (logged to MLflow)."""
-        return {
-            "algorithm": self.algorithm, "estimator": self.estimator, "sampler": self.sampler,
-            "seed": self.seed, "iterations": self.iterations, "model": self.model.path or "tiny-gemma3",
-            "data": self.data.path or "synthetic", "prompts_per_step": self.data.prompts_per_step,
-            "group_size": self.rollout.group_size, "temperature": self.rollout.temperature,
-            "max_new_tokens": self.rollout.max_new_tokens, "rollout_backend": self.rollout.backend,
-            "rollout_workers": self.rollout.num_workers, "weight_sync": self.rollout.weight_sync,
-            **({"placement": self.placement} if self.rollout.num_gpus or self.learner.num_gpus else {}),
-            **({f"vllm.{k}": v for k, v in vars(self.rollout.vllm).items()}
-               if self.rollout.backend == "vllm" else {}), "zero_stage": self.learner.zero_stage,
-            "num_learners": self.learner.num_learners, "lr": self.learner.lr,
-            "clip_eps": self.learner.clip_eps, "kl_coef": self.learner.kl_coef,
-            "grad_accum": self.learner.grad_accum, "max_grad_norm": self.learner.max_grad_norm,
-            "fairgrad": self.learner.fairgrad, "reward": self.reward.name,
-            "group_attributes": ",".join(self.data.group_attributes),
-            **{f"advantage.{k}": v for k, v in self.advantage.kwargs.items()},
-        }
+        """The training data order the algorithm implies (``shuffle`` or ``balanced``)."""
+        return ALGORITHMS[self.algorithm].sampler

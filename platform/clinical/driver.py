@@ -3,9 +3,13 @@
     rollout -> reward -> advantage -> update -> sync -> evaluate (-> checkpoint)
 
 :class:`Pipeline` owns the pieces (data, reward function, advantage estimator + state, rollout
-pool, learner group) and has one method per stage; :func:`train` is the loop. The estimator is
-chosen by name (``fairgrpo`` -> ``fair_grpo``, ...; ``grpo-resample`` also swaps the data order
-for ``algorithms.sampling.balanced_indices``), so every clinical algorithm is this one driver.
+pool, learner group) and has one method per stage; :func:`train` is the loop. One :class:`Step`
+carries a training step's data from stage to stage. The estimator and sampler come from the
+algorithm (``config.ALGORITHMS``: ``fairgrpo`` -> ``fair_grpo``, ``grpo-resample`` -> ``grpo``
+with ``algorithms.sampling.balanced_indices``), so every clinical algorithm is this one driver.
+
+Where actors run (:mod:`.placement`), which rollout backend (:mod:`.backends`) and how weights
+travel (:func:`.weight_sync.sync_method`) are decided elsewhere; this module only asks.
 """
 
 from __future__ import annotations
@@ -15,14 +19,15 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from platform.clinical.config import ClinicalConfig
+from platform.clinical.generation import GenerationResult
 from typing import Any
 
 import numpy as np
 
+from algorithms.advantages import AdvantageResult
 from base.errors import UsageError
 from base.registry import RegistryError
 
-LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 STAGES = ("rollout", "reward", "advantage", "update", "sync", "evaluate", "checkpoint")
 INVALID = "(invalid)"  # evaluation label for an unparseable answer
 
@@ -87,39 +92,6 @@ def timed(times: dict[str, float], stage: str) -> Iterator[None]:
         times[f"time/{stage}"] = times.get(f"time/{stage}", 0.0) + time.perf_counter() - start
 
 
-def weight_sync_method(cfg: ClinicalConfig) -> str:
-    """How weights reach the rollout workers after each update (``rollout.weight_sync``).
-
-    ``object_store`` (HF workers always; vLLM via ``reload_weights``), ``broadcast-nccl``
-    (vLLM engines on GPUs, learner rank 0 on another GPU) or ``broadcast-gloo`` (vLLM on CPU,
-    the same protocol over gloo). ``auto``: NCCL broadcast when vLLM engines and learners have
-    GPUs of their own (``placement: dedicated``), else the object store (colocated: NCCL
-    cannot put two ranks on one GPU). Impossible choices raise a ConfigError naming the field.
-    """
-    from base.errors import require
-
-    r, lc = cfg.rollout, cfg.learner
-    mode = r.weight_sync
-    colocated = cfg.placement == "colocated"
-    if mode == "auto":
-        gpu_engines = r.backend == "vllm" and r.num_gpus > 0
-        mode = "broadcast" if gpu_engines and lc.num_gpus > 0 and not colocated else "object_store"
-    if mode == "object_store":
-        return mode
-    require(r.backend == "vllm", "rollout.weight_sync",
-            f"'broadcast' needs rollout.backend=vllm (got {r.backend!r}); allowed with "
-            f"{r.backend}: auto, object_store")
-    if r.num_gpus > 0:
-        require(lc.num_gpus > 0, "rollout.weight_sync",
-                "'broadcast' with GPU engines is an NCCL broadcast from learner rank 0, which "
-                "needs learner.num_gpus > 0; or set rollout.weight_sync=object_store")
-        require(not colocated, "rollout.weight_sync",
-                "'broadcast' with placement=colocated would put two NCCL ranks on one GPU, which "
-                "NCCL refuses; use auto or object_store with colocated, or placement=dedicated")
-        return "broadcast-nccl"
-    return "broadcast-gloo"
-
-
 def row_image(row: dict) -> bytes | None:
     """Encoded image bytes of a dataset row (file paths are read and re-encoded as PNG)."""
     data = row.get("image")
@@ -127,143 +99,55 @@ def row_image(row: dict) -> bytes | None:
         return bytes(data)
     if not row.get("image_path"):
         return None
-    from platform.clinical.learner import image_bytes
+    from platform.clinical.generation import image_bytes
 
     from envs.clinical.dataset import load_image
 
     return image_bytes(load_image(row))
 
 
-def rollout_device(cfg: ClinicalConfig) -> str:
-    """Where rollout engines run: "cuda" when each worker asks for GPUs, else "cpu"."""
-    return "cuda" if cfg.rollout.num_gpus > 0 else "cpu"
-
-
-def vllm_kwargs(cfg: ClinicalConfig) -> dict[str, Any]:
-    """``VLLMBackend`` keyword arguments from ``rollout.vllm`` (+ seed, device, dtype)."""
-    v = cfg.rollout.vllm
-    return {"tensor_parallel_size": v.tensor_parallel_size,
-            "gpu_memory_utilization": v.gpu_memory_utilization, "max_model_len": v.max_model_len,
-            "dtype": v.dtype or cfg.model.dtype, "enforce_eager": v.enforce_eager,
-            "max_num_seqs": v.max_num_seqs, "enable_prefix_caching": v.enable_prefix_caching,
-            "cpu_kvcache_gb": v.cpu_kvcache_gb, "seed": cfg.seed, "device": rollout_device(cfg)}
-
-
-def preflight_backend(cfg: ClinicalConfig, model_path: str) -> None:
-    """Refuse an unknown backend, or vLLM when it is missing / cannot run the model (no Ray)."""
-    from platform.clinical.rollout import ROLLOUT_BACKENDS
-
-    backend = cfg.rollout.backend
-    if backend not in ROLLOUT_BACKENDS:
-        raise UsageError(f"rollout.backend: {backend!r}; allowed: {', '.join(ROLLOUT_BACKENDS.names())}")
-    if backend == "vllm":
-        from platform.clinical import vllm_backend
-
-        vllm_backend.preflight(model_path, rollout_device(cfg))
-
-
-def requested_gpus(cfg: ClinicalConfig) -> tuple[float, float]:
-    """GPUs asked for by ``(rollout workers, learners)``; a vLLM engine takes TP x rollout.num_gpus."""
-    r, lc = cfg.rollout, cfg.learner
-    tp = r.vllm.tensor_parallel_size if r.backend == "vllm" else 1
-    return r.num_workers * r.num_gpus * tp, lc.num_learners * lc.num_gpus
-
-
-def check_gpu_capacity(cfg: ClinicalConfig, cluster: dict[str, float]) -> None:
-    """UsageError if the actors would ask for more GPUs than ``cluster`` (``ray.cluster_resources()``).
-
-    Checked before any actor is created, so a too-large request never waits on (or holds) a GPU.
-    """
-    rollout, learners = requested_gpus(cfg)
-    have = float(cluster.get("GPU", 0.0))
-    if rollout + learners <= have + 1e-9:
-        return
-    r, lc = cfg.rollout, cfg.learner
-    tp = f" x rollout.vllm.tensor_parallel_size {r.vllm.tensor_parallel_size}" if r.backend == "vllm" else ""
-    hint = ("set rollout.num_gpus=0 and learner.num_gpus=0 to run on CPU" if have == 0 else
-            "lower those fields or add GPU worker nodes (clusters/gpu.yaml)")
-    raise UsageError(
-        f"rollout.num_gpus / learner.num_gpus: asked for {rollout + learners:g} GPUs (rollout: "
-        f"rollout.num_workers {r.num_workers} x rollout.num_gpus {r.num_gpus:g}{tp} = {rollout:g}; "
-        f"learners: learner.num_learners {lc.num_learners} x learner.num_gpus {lc.num_gpus:g} = "
-        f"{learners:g}) but the cluster has {have:g}; {hint}")
-
-
-def placement_config(cfg: ClinicalConfig):
-    """The :class:`~platform.clinical.placement.PlacementConfig` for ``cfg``; None on CPU.
-
-    No GPUs asked for (``rollout.num_gpus == learner.num_gpus == 0``) -> None: actors are
-    scheduled as before, no placement group. Otherwise one bundle per engine (x tensor-parallel
-    size) and one per learner, ``dedicated`` (disjoint GPUs) or ``colocated`` (engine i and
-    learner i share GPU i) per ``cfg.placement``. GPU counts a layout cannot give raise a
-    ConfigError naming the field (pure; no Ray).
-    """
-    from platform.clinical.placement import PlacementConfig
-
-    from base.errors import require
-
-    r, lc = cfg.rollout, cfg.learner
-    if r.num_gpus == 0 and lc.num_gpus == 0:
-        return None
-    tp = r.vllm.tensor_parallel_size if r.backend == "vllm" else 1
-    if cfg.placement == "colocated":
-        for name, value in (("rollout.num_gpus", r.num_gpus), ("learner.num_gpus", lc.num_gpus)):
-            require(value == 0.5, name, f"{value:g} with placement=colocated; engine i and learner i "
-                    "share one GPU, so set rollout.num_gpus=0.5 and learner.num_gpus=0.5 "
-                    "(or placement=dedicated for whole GPUs)")
-        require(r.num_workers == lc.num_learners, "rollout.num_workers",
-                f"{r.num_workers} with placement=colocated must equal learner.num_learners "
-                f"({lc.num_learners}): engines and learners pair up on one GPU each")
-        require(tp == 1, "rollout.vllm.tensor_parallel_size",
-                f"{tp} with placement=colocated must be 1 (one shared GPU per pair)")
-    else:
-        require(r.num_gpus in (0, 1), "rollout.num_gpus",
-                f"{r.num_gpus:g} with placement=dedicated; each rollout engine gets whole GPUs "
-                "(1 per tensor-parallel rank): use 0 or 1, or placement=colocated with 0.5")
-        require(float(lc.num_gpus).is_integer(), "learner.num_gpus",
-                f"{lc.num_gpus:g} with placement=dedicated; each learner gets whole GPUs: use an "
-                "integer, or placement=colocated with 0.5")
-    return PlacementConfig(
-        num_engines=r.num_workers, tensor_parallel_size=tp, num_learners=lc.num_learners,
-        gpus_per_learner=int(lc.num_gpus) if cfg.placement == "dedicated" else 1,
-        colocate=cfg.placement == "colocated", use_gpus=True, engine_gpus=r.num_gpus > 0,
-        cpus_per_bundle=max(r.num_cpus, lc.num_cpus),
-        ready_timeout_s=min(r.timeout_s, lc.timeout_s))
-
 
 @dataclass
-class ActorPlacement:
-    """A reserved placement (or None on CPU) and the Ray options of each actor."""
+class Step:
+    """One training step, filled in stage by stage (the one container passed between stages).
 
-    placement: Any
-    rollout_options: list[dict[str, Any]] | None
-    learner_options: list[dict[str, Any]] | None
+    Shapes: P prompts (``indices``, ``rows``, ``groups``), N = P x G completions in
+    prompt-major order (``rewards``, ``advantages.advantages``, :attr:`prompt_index`).
+    """
 
-    def remove(self) -> None:
-        if self.placement is not None:
-            self.placement.remove()
-            self.placement = None
+    number: int
+    indices: list[int]
+    """Rows of the training split."""
+    rows: list[dict]
+    """Those rows as dicts (prompt, options, answer, data_source, demographics)."""
+    groups: list[str]
+    """Intersectional group key per prompt (``data.group_attributes``)."""
+    result: GenerationResult
+    """The rollout: G completions per prompt, their tokens and sampling log-probs."""
+    rewards: np.ndarray | None = None
+    """(N,) float64 rewards."""
+    advantages: AdvantageResult | None = None
+    """(N,) advantages + the estimator's diagnostics."""
+    metrics: dict[str, float] = field(default_factory=dict)
+    """Metrics the update / sync / evaluate stages report (``learner/*``, ``weight_sync/*``, ...)."""
 
+    @property
+    def prompt_index(self) -> np.ndarray:
+        """(N,) the prompt of each completion."""
+        return np.repeat(np.arange(len(self.rows)), [len(t) for t in self.result.texts])
 
-def placement_for(cfg: ClinicalConfig, name: str = "equirl-clinical") -> ActorPlacement:
-    """Reserve the placement group ``cfg`` asks for (:func:`placement.reserve`: capacity check,
-    then a wait bounded by the rollout/learner timeouts) and the options the driver creates
-    rollout worker ``i`` / learner rank ``j`` with. On CPU: nothing reserved, options None."""
-    from platform.clinical import placement
-
-    pcfg = placement_config(cfg)
-    if pcfg is None:
-        return ActorPlacement(None, None, None)
-    p = placement.reserve(pcfg, name=name)
-    return ActorPlacement(p, [p.engine_options(i) for i in range(pcfg.num_engines)],
-                          [p.learner_options(j) for j in range(pcfg.num_learners)])
+    @property
+    def completion_groups(self) -> list[str]:
+        """(N,) the group of each completion."""
+        return [self.groups[p] for p in self.prompt_index]
 
 
 class Pipeline:
     """Everything a step needs; one method per stage (each a thin call into its owner)."""
 
     def __init__(self, cfg: ClinicalConfig):
-        from platform.clinical import models
+        from platform.clinical import backends, models
+        from platform.clinical.weight_sync import sync_method
 
         from algorithms.advantages import get_estimator
         from envs.clinical import dataset, synth
@@ -271,8 +155,8 @@ class Pipeline:
 
         self.cfg = cfg
         self.model_path = str(models.resolve_model_path(cfg.model.path))
-        preflight_backend(cfg, self.model_path)  # vllm missing / unsupported head size: before Ray
-        self.sync_method = weight_sync_method(cfg)
+        backends.preflight(cfg, self.model_path)  # e.g. vllm missing / unsupported head size: before Ray
+        self.sync_method = sync_method(cfg)
         data_path = cfg.data.path or str(synth.default_dataset_path())
         self.train_df = dataset.load_dataset(data_path, "train")
         self.eval_df = dataset.load_dataset(data_path, cfg.data.eval_split)
@@ -293,30 +177,27 @@ class Pipeline:
         rng = np.random.default_rng(12345)  # same held-out prompts for every seed and algorithm
         self.eval_idx = sorted(rng.choice(len(self.eval_df), size=min(k, len(self.eval_df)), replace=False))
         self.pool = self.learners = self.placement = None
-        self.weights_version = 0
 
     # -- Ray actors -------------------------------------------------------------------------
     def start(self) -> None:
+        """Check GPUs and layout, reserve the placement, start rollout workers and learners."""
+        from platform.clinical import placement
+        from platform.clinical.backends import spec
         from platform.clinical.learner import LearnerGroup, ensure_comm_extension
         from platform.clinical.rollout import RolloutPool
 
         import ray
 
         r, lc = self.cfg.rollout, self.cfg.learner
-        check_gpu_capacity(self.cfg, ray.cluster_resources())  # before any actor holds a GPU
-        placement_config(self.cfg)  # layout errors (fractional GPUs, ...) before anything is reserved
+        placement.check_gpu_capacity(self.cfg, ray.cluster_resources())  # before any actor holds a GPU
+        placement.placement_config(self.cfg)  # layout errors (fractional GPUs, ...) before reserving
         ensure_comm_extension()
-        backend_kwargs: dict[str, Any] = {"model_path": self.model_path}
-        if r.backend == "hf":
-            answer_only = (not self.cfg.model.path) if r.answer_only is None else r.answer_only
-            n_opts = max(len(o) for o in self.train_df["options"])
-            backend_kwargs.update(dtype=self.cfg.model.dtype, device=rollout_device(self.cfg),
-                                  answer_letters=LETTERS[:n_opts] if answer_only else "")
-        elif r.backend == "vllm":
-            backend_kwargs.update(vllm_kwargs(self.cfg))
-        self.placement = placement_for(self.cfg)  # None-options on CPU: plain per-actor resources
-        self.pool = RolloutPool(r.backend, backend_kwargs, r.num_workers, r.num_cpus, r.num_gpus,
-                                r.max_restarts, r.timeout_s,
+        backend = spec(r.backend)
+        n_options = max(len(o) for o in self.train_df["options"])
+        self.placement = placement.placement_for(self.cfg)  # None-options on CPU: plain resources
+        self.pool = RolloutPool(r.backend, backend.engine_kwargs(self.cfg, self.model_path, n_options),
+                                r.num_workers, r.num_cpus, r.num_gpus, r.max_restarts, r.timeout_s,
+                                tensor_parallel_size=backend.tensor_parallel(r),
                                 actor_options=self.placement.rollout_options).start(wait=False)
         self.learners = LearnerGroup(self.model_path, lc, r.temperature, self.cfg.seed,
                                      self.cfg.model.dtype,
@@ -337,7 +218,8 @@ class Pipeline:
 
     # -- stages -----------------------------------------------------------------------------
     def request(self, df, idx: list[int], n: int, temperature: float, seed: int):
-        from platform.clinical.rollout import GenerationRequest
+        """``(rows, GenerationRequest)`` for rows ``idx`` of ``df``, ``n`` completions each."""
+        from platform.clinical.generation import GenerationRequest
 
         from envs.clinical.prompts import build_messages
 
@@ -347,60 +229,63 @@ class Pipeline:
             temperature=temperature, top_p=self.cfg.rollout.top_p if temperature > 0 else 1.0,
             max_new_tokens=self.cfg.rollout.max_new_tokens, seed=seed)
 
-    def rollout(self, step: int):
+    def rollout(self, number: int) -> Step:
+        """The next ``data.prompts_per_step`` prompts, G sampled completions each."""
         idx = self.cursor.next(self.cfg.data.prompts_per_step)
         rows, req = self.request(self.train_df, idx, self.cfg.rollout.group_size,
-                                 self.cfg.rollout.temperature, seed=self.cfg.seed * 100_003 + step)
-        return idx, rows, self.pool.generate(req)
+                                 self.cfg.rollout.temperature, seed=self.cfg.seed * 100_003 + number)
+        return Step(number, idx, rows, [self.train_groups[i] for i in idx], self.pool.generate(req))
 
-    def reward(self, rows: list[dict], result) -> np.ndarray:
-        """Rewards ``(P*G,)`` in prompt-major order."""
-        completions = [t for texts in result.texts for t in texts]
-        samples = [row for row, texts in zip(rows, result.texts) for _ in texts]
+    def reward(self, step: Step) -> np.ndarray:
+        """Rewards ``(N,)`` in prompt-major order."""
+        completions = [t for texts in step.result.texts for t in texts]
+        samples = [row for row, texts in zip(step.rows, step.result.texts) for _ in texts]
         return np.asarray(self.reward_fn(completions, samples), dtype=np.float64)
 
-    def advantage(self, idx: list[int], rows: list[dict], result, rewards: np.ndarray):
+    def advantage(self, step: Step) -> AdvantageResult:
+        """The estimator on ``step.rewards`` (its running state, e.g. FairGRPO's history, moves on)."""
         from algorithms.advantages import PromptMeta
 
-        prompt_index = np.repeat(np.arange(len(rows)), [len(t) for t in result.texts])
+        rows = step.rows
         meta = PromptMeta(
-            data_source=[str(r["data_source"]) for r in rows],
-            group=[self.train_groups[i] for i in idx],
+            data_source=[str(r["data_source"]) for r in rows], group=step.groups,
             prompt_id=[str(r["id"]) for r in rows],
             true_group=[r.get("true_group") for r in rows] if "true_group" in self.train_df else None)
-        return self.estimator(rewards, prompt_index, meta, self.est_state), prompt_index
+        return self.estimator(step.rewards, step.prompt_index, meta, self.est_state)
 
-    def update(self, idx: list[int], rows: list[dict], result, advantages: np.ndarray, prompt_index):
+    def update(self, step: Step) -> dict[str, float]:
+        """One learner update on the step's completions; returns ``learner/*`` metrics."""
         from platform.clinical.learner import TrainBatch
 
         names = sorted(set(self.train_groups))
-        images = [row_image(r) for r in rows]
+        images = [row_image(r) for r in step.rows]
+        prompt_index = step.prompt_index
         batch = TrainBatch(
-            prompt_ids=[result.prompt_token_ids[p] for p in prompt_index],
-            completion_ids=[ids for per in result.token_ids for ids in per],
-            advantages=[float(a) for a in advantages],
+            prompt_ids=[step.result.prompt_token_ids[p] for p in prompt_index],
+            completion_ids=[ids for per in step.result.token_ids for ids in per],
+            advantages=[float(a) for a in step.advantages.advantages],
             images=[images[p] for p in prompt_index],
-            groups=[names.index(self.train_groups[idx[p]]) for p in prompt_index])
+            groups=[names.index(g) for g in step.completion_groups])
         return self.learners.update(batch)
 
-    def sync(self, step: int) -> dict[str, float]:
-        """Learner -> rollout workers (:func:`weight_sync_method`); returns ``weight_sync/*``."""
+    def sync(self, number: int) -> dict[str, float]:
+        """Learner -> rollout workers (``self.sync_method``); returns ``weight_sync/*``."""
         if self.sync_method.startswith("broadcast-"):
-            result = self.pool.broadcast_weights(self.learners, step,
+            result = self.pool.broadcast_weights(self.learners, number,
                                                  self.sync_method.removeprefix("broadcast-"))
         else:
-            result = self.pool.load_weights(self.learners.full_weights(), version=step)
+            result = self.pool.load_weights(self.learners.full_weights(), version=number)
         return result.metrics()
 
-    def evaluate(self, step: int) -> dict[str, float]:
+    def evaluate(self, number: int) -> dict[str, float]:
         """Greedy answers on the held-out prompts -> per-group clinical fairness metrics."""
         import pandas as pd
 
-        from fairness.clinical import clinical_fairness_report
         from envs.clinical.rewards import parse_choice
+        from fairness.clinical import clinical_fairness_report
 
         rows, req = self.request(self.eval_df, self.eval_idx, 1, self.cfg.rollout.eval_temperature,
-                                 seed=self.cfg.seed * 100_003 + step)
+                                 seed=self.cfg.seed * 100_003 + number)
         result = self.pool.generate(req)
         y_true, y_pred = [], []
         for row, texts in zip(rows, result.texts):
@@ -427,9 +312,22 @@ class Pipeline:
                         if k.startswith("fairness/") and "/by_group/" not in k and f"/{attr}/" not in k})
         return out
 
+    def step_metrics(self, step: Step, times: dict[str, float]) -> dict[str, float]:
+        """What one step logs: rewards (overall, per group), stage times, throughput, advantage
+        diagnostics and the stages' own metrics."""
+        rewards = step.rewards
+        return {
+            "reward/mean": float(rewards.mean()), "reward/std": float(rewards.std()),
+            **group_rewards(rewards, step.completion_groups), **times,
+            "throughput/tokens_per_s": step.result.num_generated_tokens / max(times["time/rollout"], 1e-9),
+            "throughput/steps_per_s": 1.0 / times["time/step"],
+            "rollout/restarts": float(self.pool.restarts), "data/epoch": float(self.cursor.epoch),
+            **{f"advantage/{k}": v for k, v in step.advantages.diagnostics.items()}, **step.metrics,
+        }
+
     # -- state ------------------------------------------------------------------------------
-    def state_dict(self, step: int, run_id: str) -> dict[str, Any]:
-        return {"step": step, "run_id": run_id, "data": self.cursor.state_dict(),
+    def state_dict(self, number: int, run_id: str) -> dict[str, Any]:
+        return {"step": number, "run_id": run_id, "data": self.cursor.state_dict(),
                 "estimator": self.est_state.state_dict(), "estimator_name": self.cfg.estimator,
                 "algorithm": self.cfg.algorithm}
 
@@ -444,6 +342,11 @@ class Pipeline:
 DEDUPE_KEY = "time/step"  # logged at every step: the last step MLflow already holds
 
 
+def _due(number: int, every: int, last: int) -> bool:
+    """Every ``every`` steps (0: never) and at the last step."""
+    return number == last or bool(every and number % every == 0)
+
+
 def train(pipe: Pipeline, start_step: int, run_id: str, ckpt_root: str,
           logged_through: int | None = None) -> dict[str, float]:
     """The loop: ``cfg.iterations`` steps after ``start_step``; returns the last step's metrics.
@@ -455,38 +358,29 @@ def train(pipe: Pipeline, start_step: int, run_id: str, ckpt_root: str,
     from platform.clinical import checkpoint
 
     cfg, metrics = pipe.cfg, {}
-    for step in range(start_step + 1, cfg.iterations + 1):
+    for number in range(start_step + 1, cfg.iterations + 1):
         times: dict[str, float] = {}
         t0 = time.perf_counter()
         with timed(times, "rollout"):
-            idx, rows, result = pipe.rollout(step)
+            step = pipe.rollout(number)
         with timed(times, "reward"):
-            rewards = pipe.reward(rows, result)
+            step.rewards = pipe.reward(step)
         with timed(times, "advantage"):
-            adv, prompt_index = pipe.advantage(idx, rows, result, rewards)
+            step.advantages = pipe.advantage(step)
         with timed(times, "update"):
-            learner_metrics = pipe.update(idx, rows, result, adv.advantages, prompt_index)
+            step.metrics.update(pipe.update(step))
         with timed(times, "sync"):
-            sync_metrics = pipe.sync(step)
-        eval_metrics: dict[str, float] = {}
-        if step == cfg.iterations or (cfg.eval_every and step % cfg.eval_every == 0):
+            step.metrics.update(pipe.sync(number))
+        if _due(number, cfg.eval_every, cfg.iterations):
             with timed(times, "evaluate"):
-                eval_metrics = pipe.evaluate(step)
-        if step == cfg.iterations or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0):
+                step.metrics.update(pipe.evaluate(number))
+        if _due(number, cfg.checkpoint_every, cfg.iterations):
             with timed(times, "checkpoint"):
-                checkpoint.save(ckpt_root, step, pipe.learners, pipe.state_dict(step, run_id))
+                checkpoint.save(ckpt_root, number, pipe.learners, pipe.state_dict(number, run_id))
         times["time/step"] = time.perf_counter() - t0
-        metrics = {
-            "reward/mean": float(rewards.mean()), "reward/std": float(rewards.std()),
-            **group_rewards(rewards, [pipe.train_groups[idx[p]] for p in prompt_index]),
-            **times, "throughput/tokens_per_s": result.num_generated_tokens / max(times["time/rollout"], 1e-9),
-            "throughput/steps_per_s": 1.0 / times["time/step"],
-            "rollout/restarts": float(pipe.pool.restarts), "data/epoch": float(pipe.cursor.epoch),
-            **{f"advantage/{k}": v for k, v in adv.diagnostics.items()}, **learner_metrics, **eval_metrics,
-            **(sync_metrics or {}),
-        }
-        if logged_through is None or step > logged_through:
-            tracking.log_metrics(metrics, step=step)
+        metrics = pipe.step_metrics(step, times)
+        if logged_through is None or number > logged_through:
+            tracking.log_metrics(metrics, step=number)
     return metrics
 
 

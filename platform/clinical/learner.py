@@ -6,12 +6,8 @@ MASTER_ADDR/MASTER_PORT/RANK/WORLD_SIZE/LOCAL_RANK, calls
 ``deepspeed.initialize``. Every collective (update steps, ZeRO-3 gathers, checkpoints) is sent
 to all ranks together and awaited with a timeout (a call on one rank alone would hang).
 
-Loss per completion i with tokens t (Schulman et al. 2017, PPO; GRPO, Shao et al. 2024)::
-
-    ratio_t = exp(logp_t - old_logp_t)
-    l_i     = mean_t max(-A_i ratio_t, -A_i clip(ratio_t, 1-eps, 1+eps)) + kl_coef * mean_t k3_t
-    k3_t    = exp(ref_t - logp_t) - (ref_t - logp_t) - 1            (Schulman's k3 estimator)
-    loss    = mean_i l_i over the whole global batch
+Loss: ``algorithms.losses.ppo_token_loss`` per completion (PPO-clip on token log-probs, k3 KL
+to the frozen reference), averaged over the whole global batch.
 
 log-probs are of ``logits / temperature`` (the sampling distribution). With ``ppo_epochs=1``
 the single optimizer step sees the pre-update policy, so ``old_logp = logp.detach()``; with
@@ -21,7 +17,6 @@ more epochs old log-probs are computed once, before the first step. Gradient acc
 
 from __future__ import annotations
 
-import io
 import os
 import time
 from dataclasses import dataclass, field
@@ -29,6 +24,8 @@ from pathlib import Path
 from platform.clinical.weight_sync import BroadcastLearnerMixin
 from platform.cluster import REPO_ROOT
 from typing import Any
+
+from algorithms.losses import ppo_token_loss
 
 TORCH_EXTENSIONS_DIR = REPO_ROOT / ".cache" / "torch_extensions"
 
@@ -67,37 +64,6 @@ def shard_batch(batch: TrainBatch, world: int, accum: int) -> list[list[list[int
     for i in range(len(batch)):
         out[i % world][(i // world) % accum].append(i)
     return out
-
-
-def ppo_token_loss(logp, old_logp, ref_logp, advantages, mask, clip_eps: float, kl_coef: float):
-    """Per-sequence PPO-clip (+ k3 KL) loss.
-
-    Shapes: logp, old_logp, ref_logp (or None), mask: (B, T); advantages: (B,).
-    Returns ``(loss_per_seq (B,), stats dict of scalars)``.
-    """
-    import torch
-
-    adv = advantages[:, None]
-    ratio = torch.exp(logp - old_logp)
-    unclipped = -adv * ratio
-    clipped = -adv * torch.clamp(ratio, 1.0 - clip_eps, 1.0 + clip_eps)
-    per_tok = torch.maximum(unclipped, clipped)
-    kl = torch.zeros_like(per_tok)
-    if ref_logp is not None and kl_coef > 0:
-        d = ref_logp - logp
-        kl = torch.exp(d) - d - 1.0
-        per_tok = per_tok + kl_coef * kl
-    denom = mask.sum(-1).clamp(min=1)
-    loss = (per_tok * mask).sum(-1) / denom
-    with torch.no_grad():
-        m = mask.bool()
-        stats = {
-            "clipfrac": ((clipped > unclipped) & m).float().sum().item(),
-            "kl": (kl * mask).sum().item(),
-            "ratio": (ratio * mask).sum().item(),
-            "tokens": mask.sum().item(),
-        }
-    return loss, stats
 
 
 class LearnerImpl(BroadcastLearnerMixin):
@@ -176,7 +142,7 @@ class LearnerImpl(BroadcastLearnerMixin):
     # -- tensors ----------------------------------------------------------------------------
     def _collate(self, batch: TrainBatch):
         """Right-padded ``input_ids, attention_mask, completion mask (B, L)`` + pixel values."""
-        from platform.clinical.rollout import decode_image
+        from platform.clinical.generation import decode_image
 
         import torch
 
@@ -494,9 +460,3 @@ class LearnerGroup:
             ray.kill(a, no_restart=True)
         self.actors = []
 
-
-def image_bytes(img) -> bytes:
-    """PIL image -> PNG bytes (helper for callers holding decoded images)."""
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()

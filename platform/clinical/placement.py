@@ -13,11 +13,18 @@ fields to change, never a placement group that waits forever. On a CPU-only mach
 (``use_gpus=False``) the same code reserves CPU bundles, which is how CI exercises it.
 
 Pure planning (:func:`plan`) is separate from the Ray calls (:func:`reserve`).
+
+The training driver's side (a ``ClinicalConfig`` -> its placement) is at the end:
+:func:`requested_gpus` / :func:`check_gpu_capacity` (before any actor exists),
+:func:`placement_config` (the layout, pure) and :func:`placement_for` (reserve it, and the Ray
+options of each rollout worker and learner). A backend's GPUs per worker come from its spec
+(:mod:`.backends`), never from its name.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from platform.clinical.backends import spec
 from typing import Any, Literal
 
 from base.errors import UsageError, require
@@ -261,7 +268,104 @@ def from_dict(data: dict[str, Any] | None) -> PlacementConfig:
     return build(PlacementConfig, data or {}, prefix="placement.")
 
 
+# --- the training driver's placement (a ClinicalConfig -> actors' Ray options) ---------------
+
+def requested_gpus(cfg: Any) -> tuple[float, float]:
+    """GPUs asked for by ``(rollout workers, learners)`` of a ``ClinicalConfig``; a worker
+    takes what its backend's spec says (vLLM: ``rollout.num_gpus`` x tensor-parallel size)."""
+    r, lc = cfg.rollout, cfg.learner
+    return r.num_workers * spec(r.backend).gpus_per_worker(r), lc.num_learners * lc.num_gpus
+
+
+def check_gpu_capacity(cfg: Any, cluster: dict[str, float]) -> None:
+    """UsageError if the actors would ask for more GPUs than ``cluster`` (``ray.cluster_resources()``).
+
+    Checked before any actor is created, so a too-large request never waits on (or holds) a GPU.
+    """
+    rollout, learners = requested_gpus(cfg)
+    have = float(cluster.get("GPU", 0.0))
+    if rollout + learners <= have + 1e-9:
+        return
+    r, lc = cfg.rollout, cfg.learner
+    backend = spec(r.backend)
+    tp = (f" x {backend.tensor_parallel_field} {backend.tensor_parallel(r)}"
+          if backend.tensor_parallel_field else "")
+    hint = ("set rollout.num_gpus=0 and learner.num_gpus=0 to run on CPU" if have == 0 else
+            "lower those fields or add GPU worker nodes (clusters/gpu.yaml)")
+    raise UsageError(
+        f"rollout.num_gpus / learner.num_gpus: asked for {rollout + learners:g} GPUs (rollout: "
+        f"rollout.num_workers {r.num_workers} x rollout.num_gpus {r.num_gpus:g}{tp} = {rollout:g}; "
+        f"learners: learner.num_learners {lc.num_learners} x learner.num_gpus {lc.num_gpus:g} = "
+        f"{learners:g}) but the cluster has {have:g}; {hint}")
+
+
+def placement_config(cfg: Any) -> PlacementConfig | None:
+    """The :class:`PlacementConfig` of a ``ClinicalConfig``; None on CPU.
+
+    No GPUs asked for (``rollout.num_gpus == learner.num_gpus == 0``) -> None: actors are
+    scheduled as before, no placement group. Otherwise one bundle per engine (x tensor-parallel
+    size) and one per learner, ``dedicated`` (disjoint GPUs) or ``colocated`` (engine i and
+    learner i share GPU i) per ``cfg.placement``. GPU counts a layout cannot give raise a
+    ConfigError naming the field (pure; no Ray).
+    """
+    r, lc = cfg.rollout, cfg.learner
+    if r.num_gpus == 0 and lc.num_gpus == 0:
+        return None
+    backend = spec(r.backend)
+    tp = backend.tensor_parallel(r)
+    if cfg.placement == "colocated":
+        for name, value in (("rollout.num_gpus", r.num_gpus), ("learner.num_gpus", lc.num_gpus)):
+            require(value == 0.5, name, f"{value:g} with placement=colocated; engine i and learner i "
+                    "share one GPU, so set rollout.num_gpus=0.5 and learner.num_gpus=0.5 "
+                    "(or placement=dedicated for whole GPUs)")
+        require(r.num_workers == lc.num_learners, "rollout.num_workers",
+                f"{r.num_workers} with placement=colocated must equal learner.num_learners "
+                f"({lc.num_learners}): engines and learners pair up on one GPU each")
+        require(tp == 1, backend.tensor_parallel_field or "rollout.num_gpus",
+                f"{tp} with placement=colocated must be 1 (one shared GPU per pair)")
+    else:
+        require(r.num_gpus in (0, 1), "rollout.num_gpus",
+                f"{r.num_gpus:g} with placement=dedicated; each rollout engine gets whole GPUs "
+                "(1 per tensor-parallel rank): use 0 or 1, or placement=colocated with 0.5")
+        require(float(lc.num_gpus).is_integer(), "learner.num_gpus",
+                f"{lc.num_gpus:g} with placement=dedicated; each learner gets whole GPUs: use an "
+                "integer, or placement=colocated with 0.5")
+    return PlacementConfig(
+        num_engines=r.num_workers, tensor_parallel_size=tp, num_learners=lc.num_learners,
+        gpus_per_learner=int(lc.num_gpus) if cfg.placement == "dedicated" else 1,
+        colocate=cfg.placement == "colocated", use_gpus=True, engine_gpus=r.num_gpus > 0,
+        cpus_per_bundle=max(r.num_cpus, lc.num_cpus),
+        ready_timeout_s=min(r.timeout_s, lc.timeout_s))
+
+
+@dataclass
+class ActorPlacement:
+    """A reserved placement (or None on CPU) and the Ray options of each actor."""
+
+    placement: Placement | None
+    rollout_options: list[dict[str, Any]] | None
+    learner_options: list[dict[str, Any]] | None
+
+    def remove(self) -> None:
+        if self.placement is not None:
+            self.placement.remove()
+            self.placement = None
+
+
+def placement_for(cfg: Any, name: str = "equirl-clinical") -> ActorPlacement:
+    """Reserve the placement group a ``ClinicalConfig`` asks for (:func:`reserve`: capacity
+    check, then a wait bounded by the rollout/learner timeouts) and the options the driver
+    creates rollout worker ``i`` / learner rank ``j`` with. On CPU: nothing reserved, options None."""
+    pcfg = placement_config(cfg)
+    if pcfg is None:
+        return ActorPlacement(None, None, None)
+    p = reserve(pcfg, name=name)
+    return ActorPlacement(p, [p.engine_options(i) for i in range(pcfg.num_engines)],
+                          [p.learner_options(j) for j in range(pcfg.num_learners)])
+
+
 __all__ = [
     "PlacementConfig", "PlacementPlan", "Placement", "plan", "check_capacity", "reserve",
-    "device_report", "from_dict",
+    "device_report", "from_dict", "requested_gpus", "check_gpu_capacity", "placement_config",
+    "ActorPlacement", "placement_for",
 ]

@@ -1,298 +1,21 @@
-"""Rollout: sample G completions per prompt. One backend interface, thin Ray actor shells.
+"""The driver-side rollout pool: thin Ray actor shells over one backend, sharding and retries.
 
-* :class:`GenerationRequest` / :class:`GenerationResult`: the only types crossing the boundary.
-* :class:`RolloutBackend`: ``generate(req) -> result`` and ``load_weights(named_tensors)``.
-  Backends register by name in :data:`ROLLOUT_BACKENDS`: ``"hf"`` (:class:`HFBackend`, HF
-  ``generate``) here and ``"vllm"`` lazily (``platform.clinical.vllm_backend:VLLMBackend``).
-* :class:`RolloutWorker`: a Ray actor that builds one backend by name and forwards calls.
-* :class:`RolloutPool`: driver-side: shards prompts over workers, retries a shard on a
-  restarted worker (``max_restarts``) after re-sending the latest weights, merges results.
+:class:`RolloutPool` starts ``num_workers`` actors of the backend's spec (:mod:`.backends`:
+its actor class and runtime env), shards each :class:`~platform.clinical.generation.GenerationRequest`
+over them, retries a shard on a restarted worker (``max_restarts``) after re-sending the latest
+weights, and merges the results. Weight sync goes through :mod:`.weight_sync` (object store, or a
+learner-rank-0 broadcast where the backend supports it). The request/result types and the worker
+body live in :mod:`.generation`; the backends in :mod:`.hf_backend` and :mod:`.vllm_backend`.
 """
 
 from __future__ import annotations
 
-import io
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
-
-from base.registry import Registry
-
-
-@dataclass
-class GenerationRequest:
-    """A batch of prompts; every prompt gets ``n`` sampled completions."""
-
-    prompts: list[list[dict]]
-    """Chat messages per prompt (``{"role", "content"}``; content a string or a list of
-    ``{"type": "image"}`` / ``{"type": "text", "text": ...}`` items)."""
-    images: list[bytes | None]
-    """Encoded image (PNG/JPEG bytes) per prompt, or None for text-only prompts."""
-    n: int
-    """G: completions sampled per prompt."""
-    temperature: float
-    """Sampling temperature; 0 means greedy."""
-    max_new_tokens: int
-    seed: int
-    top_p: float = 1.0
-
-    def __post_init__(self) -> None:
-        if len(self.images) != len(self.prompts):
-            raise ValueError(f"images ({len(self.images)}) must have one entry per prompt ({len(self.prompts)})")
-        if self.n < 1 or self.max_new_tokens < 1:
-            raise ValueError(f"n ({self.n}) and max_new_tokens ({self.max_new_tokens}) must be >= 1")
-        if self.temperature < 0 or not 0 < self.top_p <= 1:
-            raise ValueError(f"temperature ({self.temperature}) must be >= 0 and top_p ({self.top_p}) in (0, 1]")
-
-    def shard(self, parts: int) -> list[tuple[slice, GenerationRequest]]:
-        """Split into <= ``parts`` contiguous prompt slices, each with a derived seed."""
-        size = -(-len(self.prompts) // max(1, parts))
-        out = []
-        for k, start in enumerate(range(0, len(self.prompts), size or 1)):
-            sl = slice(start, start + size)
-            out.append((sl, GenerationRequest(
-                prompts=self.prompts[sl], images=self.images[sl], n=self.n,
-                temperature=self.temperature, max_new_tokens=self.max_new_tokens,
-                seed=self.seed * 1009 + k, top_p=self.top_p)))
-        return out
-
-
-@dataclass
-class GenerationResult:
-    """Completions indexed ``[prompt][g]``; token lists exclude padding, include the stop token."""
-
-    texts: list[list[str]]
-    token_ids: list[list[list[int]]]
-    logprobs: list[list[list[float]]]
-    """Sampling log-probabilities of each generated token (same shape as ``token_ids``)."""
-    prompt_token_ids: list[list[int]]
-    num_generated_tokens: int
-    seconds: float
-
-    @staticmethod
-    def concat(parts: list[GenerationResult]) -> GenerationResult:
-        return GenerationResult(
-            texts=[t for p in parts for t in p.texts],
-            token_ids=[t for p in parts for t in p.token_ids],
-            logprobs=[t for p in parts for t in p.logprobs],
-            prompt_token_ids=[t for p in parts for t in p.prompt_token_ids],
-            num_generated_tokens=sum(p.num_generated_tokens for p in parts),
-            seconds=max((p.seconds for p in parts), default=0.0),
-        )
-
-
-@runtime_checkable
-class RolloutBackend(Protocol):
-    def generate(self, req: GenerationRequest) -> GenerationResult: ...
-
-    def load_weights(self, named_tensors: Iterable[tuple[str, Any]]) -> None: ...
-
-
-ROLLOUT_BACKENDS: Registry = Registry("rollout backend")
-ROLLOUT_BACKENDS.register("vllm", "platform.clinical.vllm_backend:VLLMBackend",
-                          help="vLLM engine (GPU image, or the separate CPU venv)")
-
-
-def decode_image(data: bytes | None, index: int = 0):
-    """PNG/JPEG bytes -> RGB PIL image (ValueError naming the prompt index if corrupt)."""
-    if data is None:
-        return None
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        img = Image.open(io.BytesIO(data))
-        img.load()
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise ValueError(f"images[{index}]: cannot decode image bytes: {exc}") from None
-    return img.convert("RGB")
-
-
-def strip_images(messages: list[dict]) -> list[dict]:
-    """Drop image items from chat content (text-only prompts / text-only models)."""
-    out = []
-    for m in messages:
-        content = m["content"]
-        if not isinstance(content, str):
-            content = [c for c in content if c.get("type") != "image"]
-        out.append({**m, "content": content})
-    return out
-
-
-def flatten_text(messages: list[dict]) -> list[dict]:
-    """Content lists -> plain strings (for tokenizers whose template expects strings)."""
-    return [{**m, "content": m["content"] if isinstance(m["content"], str)
-             else "".join(c.get("text", "") for c in m["content"])} for m in messages]
-
-
-@ROLLOUT_BACKENDS.register("hf")
-class HFBackend:
-    """Hugging Face ``generate`` on CPU or one GPU: sampling logprobs from the processed scores."""
-
-    def __init__(self, model_path: str, device: str = "cpu", dtype: str = "float32",
-                 torch_threads: int | None = 1, answer_letters: str = ""):
-        """``answer_letters`` (e.g. ``"ABC"``): constrained decoding for tiny-model runs — the
-        first token must be one of these letters, the second a stop token, so a random tiny
-        model answers in a parseable form from step one. Empty (default) = free text."""
-        from platform.clinical import models
-
-        import torch
-
-        if torch_threads:
-            torch.set_num_threads(torch_threads)
-        self.device = device
-        self.model, self.processor = models.load_policy(model_path, dtype)
-        self.model.to(device).eval()
-        self.tokenizer = models.tokenizer_of(self.processor)
-        self.is_vlm = hasattr(self.processor, "image_processor")
-        self.stop_ids = models.stop_token_ids(self.tokenizer)
-        self.suppress_ids = models.suppressed_token_ids(self.tokenizer)
-        self.answer_ids = models.letter_token_ids(self.tokenizer, answer_letters) if answer_letters else []
-
-    # -- encoding ---------------------------------------------------------------------------
-    def _chat_text(self, messages: list[dict], with_image: bool) -> str:
-        msgs = messages if with_image else strip_images(messages)
-        if not self.is_vlm:
-            msgs = flatten_text(msgs)
-        return self.processor.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
-
-    def encode(self, messages: list[list[dict]], images: list[Any]) -> dict:
-        """Tokenise one sub-batch (all with images or all without) with left padding."""
-        texts = [self._chat_text(m, img is not None) for m, img in zip(messages, images)]
-        kwargs: dict[str, Any] = dict(text=texts, return_tensors="pt", padding=True)
-        if self.is_vlm and images and images[0] is not None:
-            kwargs["images"] = [[img] for img in images]
-        enc = self.processor(**kwargs, add_special_tokens=False)
-        return {k: v.to(self.device) for k, v in enc.items()}
-
-    # -- sampling ---------------------------------------------------------------------------
-    def generate(self, req: GenerationRequest) -> GenerationResult:
-        start = time.perf_counter()
-        images = [decode_image(b, i) for i, b in enumerate(req.images)]
-        if not self.is_vlm:
-            images = [None] * len(images)
-        n_prompts = len(req.prompts)
-        texts: list[list[str]] = [[] for _ in range(n_prompts)]
-        tokens: list[list[list[int]]] = [[] for _ in range(n_prompts)]
-        logps: list[list[list[float]]] = [[] for _ in range(n_prompts)]
-        prompt_ids: list[list[int]] = [[] for _ in range(n_prompts)]
-        with_img = [i for i, im in enumerate(images) if im is not None]
-        without = [i for i, im in enumerate(images) if im is None]
-        total = 0
-        for part, idx in enumerate((with_img, without)):
-            if not idx:
-                continue
-            enc = self.encode([req.prompts[i] for i in idx], [images[i] for i in idx])
-            seqs, lps = self._sample(enc, req, seed=req.seed * 7 + part)
-            mask = enc["attention_mask"]
-            for j, i in enumerate(idx):
-                prompt_ids[i] = enc["input_ids"][j][mask[j].bool()].tolist()
-                for g in range(req.n):
-                    ids, lp = self._trim(seqs[j * req.n + g], lps[j * req.n + g])
-                    tokens[i].append(ids)
-                    logps[i].append(lp)
-                    texts[i].append(self.tokenizer.decode(ids, skip_special_tokens=True))
-                    total += len(ids)
-        return GenerationResult(texts=texts, token_ids=tokens, logprobs=logps,
-                                prompt_token_ids=prompt_ids, num_generated_tokens=total,
-                                seconds=time.perf_counter() - start)
-
-    def _sample(self, enc: dict, req: GenerationRequest, seed: int):
-        """Returns generated ids ``(B*n, T)`` and their sampling logprobs ``(B*n, T)``."""
-        import torch
-
-        greedy = req.temperature == 0
-        extra: dict[str, Any] = {}
-        if self.answer_ids:
-            from transformers import LogitsProcessorList
-
-            extra["logits_processor"] = LogitsProcessorList([_AnswerOnly(
-                enc["input_ids"].shape[1], self.answer_ids, self.stop_ids)])
-        with torch.random.fork_rng(devices=[]), torch.no_grad():
-            torch.manual_seed(seed)
-            out = self.model.generate(
-                **enc, do_sample=not greedy, temperature=None if greedy else req.temperature,
-                top_p=None if greedy else req.top_p, top_k=None, max_new_tokens=req.max_new_tokens,
-                num_return_sequences=req.n, output_scores=True, return_dict_in_generate=True,
-                suppress_tokens=self.suppress_ids or None, eos_token_id=self.stop_ids,
-                pad_token_id=self.tokenizer.pad_token_id, **extra,
-            )
-        gen = out.sequences[:, enc["input_ids"].shape[1]:]
-        scores = torch.stack(out.scores, dim=1).float()  # (B*n, T, V) after temperature/top-p
-        lp = torch.log_softmax(scores, dim=-1).gather(-1, gen.unsqueeze(-1)).squeeze(-1)
-        return gen.cpu(), lp.cpu()
-
-    def _trim(self, ids, lps) -> tuple[list[int], list[float]]:
-        """Cut a sampled row after its first stop token (inclusive)."""
-        ids_l = ids.tolist()
-        end = len(ids_l)
-        for t, tok in enumerate(ids_l):
-            if tok in self.stop_ids:
-                end = t + 1
-                break
-        return ids_l[:end], [float(x) for x in lps[:end].tolist()]
-
-    def load_weights(self, named_tensors: Iterable[tuple[str, Any]]) -> None:
-        """Copy full tensors into the model by parameter name (unknown names raise)."""
-        import torch
-
-        params = dict(self.model.named_parameters())
-        params.update({k: v for k, v in self.model.named_buffers() if k not in params})
-        with torch.no_grad():
-            for name, tensor in named_tensors:
-                if name not in params:
-                    raise KeyError(f"load_weights: unknown parameter {name!r}")
-                params[name].copy_(torch.as_tensor(tensor).to(params[name].dtype))
-
-
-class _AnswerOnly:
-    """Logits processor: position 0 allows only ``letters``, later positions only ``stops``."""
-
-    def __init__(self, prompt_len: int, letters: list[int], stops: list[int]):
-        self.prompt_len, self.letters, self.stops = prompt_len, letters, stops
-
-    def __call__(self, input_ids, scores):
-        import torch
-
-        allowed = self.letters if input_ids.shape[1] == self.prompt_len else self.stops
-        mask = torch.full_like(scores, float("-inf"))
-        mask[:, allowed] = 0.0
-        return scores + mask
-
-
-class _WorkerImpl:
-    """Plain object behind the Ray actor (testable without Ray)."""
-
-    def __init__(self, backend: str, backend_kwargs: dict[str, Any]):
-        self.backend = ROLLOUT_BACKENDS.get(backend)(**backend_kwargs)
-        self.weights_version = -1
-
-    def generate(self, req: GenerationRequest) -> GenerationResult:
-        return self.backend.generate(req)
-
-    def load_weights(self, named_tensors: list[tuple[str, Any]], version: int) -> int:
-        self.backend.load_weights(named_tensors)
-        self.weights_version = version
-        return version
-
-    def version(self) -> int:
-        return self.weights_version
-
-    def pid(self) -> int:
-        import os
-
-        return os.getpid()
-
-
-def make_worker_class(backend: str = "hf"):
-    """The Ray actor class (created lazily so importing this module needs no Ray or vLLM)."""
-    import ray
-
-    if backend == "vllm":
-        from platform.clinical.vllm_backend import EngineWorkerImpl
-
-        return ray.remote(EngineWorkerImpl)
-    return ray.remote(_WorkerImpl)
+from platform.clinical.backends import spec
+from platform.clinical.generation import GenerationRequest, GenerationResult
+from typing import Any
 
 
 @dataclass
@@ -305,12 +28,16 @@ class RolloutPool:
     """
 
     backend: str
+    "``rollout.backend``: the registry name of the backend (:mod:`.backends`)."
     backend_kwargs: dict[str, Any]
+    "Arguments of the backend class (the spec's ``engine_kwargs``)."
     num_workers: int = 2
     num_cpus: float = 0.25
     num_gpus: float = 0.0
     max_restarts: int = 2
     timeout_s: float = 600.0
+    tensor_parallel_size: int = 1
+    "Ranks per worker in a broadcast group (the spec's tensor parallelism)."
     actor_options: list[dict[str, Any]] | None = None
     "Per-worker Ray options (``placement.Placement.engine_options(i)``); None = num_cpus/num_gpus."
     workers: list[Any] = field(default_factory=list, init=False)
@@ -319,17 +46,18 @@ class RolloutPool:
     "Current full weights for a restarted worker when weights travel by broadcast (no object-store copy)."
     _weights_ref: Any = field(default=None, init=False)
     _version: int = field(default=-1, init=False)
-    _group_backend: str | None = field(default=None, init=False)
+    _group_transport: str | None = field(default=None, init=False)
     _group_restarts: int = field(default=0, init=False)
 
     def start(self, wait: bool = True) -> RolloutPool:
         """Create the actors; ``wait=False`` returns at once (call :meth:`wait_ready`).
 
-        ``backend="vllm"``: the actors are :class:`~platform.clinical.vllm_backend.EngineWorkerImpl`
-        (rollout worker + broadcast weight sync) and run under ``EQUIRL_VLLM_PYTHON`` when it
-        is set (Ray's ``py_executable``: vLLM in its own environment, same Ray and torch).
+        The actor class and its runtime env come from the backend's spec (e.g. vLLM engines
+        are a worker with broadcast weight sync, run under ``EQUIRL_VLLM_PYTHON`` when set).
         """
-        cls = make_worker_class(self.backend)
+        import ray
+
+        cls = ray.remote(spec(self.backend).worker)
         self.workers = [
             cls.options(**self._resources(k), max_restarts=self.max_restarts, max_task_retries=0,
                         name=None).remote(self.backend, self.backend_kwargs)
@@ -341,17 +69,14 @@ class RolloutPool:
 
     def _resources(self, k: int) -> dict[str, Any]:
         """Ray options placing worker ``k``: its placement-group bundle, or plain resources,
-        plus the engines' interpreter for vLLM."""
+        plus the backend's runtime env."""
         if self.actor_options is None:
             opts: dict[str, Any] = {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus}
         else:
             opts = {key: v for key, v in self.actor_options[k].items() if v is not None}
-        if self.backend == "vllm":
-            from platform.clinical.vllm_backend import engine_runtime_env
-
-            env = engine_runtime_env(opts.get("runtime_env"))
-            if env:
-                opts["runtime_env"] = env
+        env = spec(self.backend).runtime_env(opts.get("runtime_env"))
+        if env:
+            opts["runtime_env"] = env
         return opts
 
     def wait_ready(self) -> None:
@@ -376,27 +101,27 @@ class RolloutPool:
         return result
 
     # -- broadcast weight sync (vLLM engines; NCCL on GPUs, gloo on CPU) --------------------
-    def init_broadcast(self, learners: Any, backend: str) -> int:
-        """Form the group {learner rank 0} + every engine worker (again after a restart)."""
+    def init_broadcast(self, learners: Any, transport: str) -> int:
+        """Form the group {learner rank 0} + every engine worker (again after a restart);
+        ``transport``: "nccl" (GPU engines) or "gloo" (CPU)."""
         from platform.clinical.weight_sync import init_broadcast_group_for
 
-        tp = int(self.backend_kwargs.get("tensor_parallel_size", 1))
-        world = init_broadcast_group_for(learners.actors[0], self.named(), tp, backend,
-                                         self.timeout_s)
-        self._group_backend = backend
+        world = init_broadcast_group_for(learners.actors[0], self.named(),
+                                         self.tensor_parallel_size, transport, self.timeout_s)
+        self._group_transport = transport
         return world
 
-    def broadcast_weights(self, learners: Any, version: int, backend: str):
+    def broadcast_weights(self, learners: Any, version: int, transport: str):
         """Learner rank 0 broadcasts its weights into every engine (other learner ranks join a
         ZeRO-3 gather). A restarted engine is not in the old group, so the group is formed
         anew first. Returns the SyncResult; a stuck learner or engine is named on timeout."""
         from platform.clinical.weight_sync import broadcast_weights
 
-        if self._group_backend != backend or self._group_restarts != self.restarts:
-            self.init_broadcast(learners, backend)
+        if self._group_transport != transport or self._group_restarts != self.restarts:
+            self.init_broadcast(learners, transport)
             self._group_restarts = self.restarts
         result = broadcast_weights(learners.actors[0], self.named(), version, self.timeout_s,
-                                   backend, peers=learners.actors[1:])
+                                   transport, peers=learners.actors[1:])
         self._version, self._weights_ref = version, None
         return result
 

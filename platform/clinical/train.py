@@ -1,60 +1,60 @@
 """``python -m platform.train {fairgrpo,fairgrpo-nd,grpo,rloo,reinforce-pp,grpo-resample,grpo-dro}``.
 
 With no options: the built-in tiny Gemma3 VLM on the built-in synthetic data, local Ray,
-MLflow at ``sqlite:///<repo>/mlflow.db``. A cluster run (``ray job submit --working-dir . --
-python -m platform.train fairgrpo --model /models/medgemma-4b --data /data/clinical
---set learner.num_gpus=1 --set rollout.num_gpus=0.5``) connects to the job's cluster.
+MLflow at ``sqlite:///<repo>/mlflow.db``, checkpoints under
+``platform.cluster.checkpoint_root("clinical", <experiment>, <run name>)``. A cluster run
+(``ray job submit --working-dir . -- python -m platform.train fairgrpo --model /models/medgemma-4b
+--data /data/clinical --set learner.num_gpus=1 --set rollout.num_gpus=0.5``) connects to the
+job's cluster. ``--resume`` continues the run of that name from its last checkpoint (exit 2
+when there is none).
 """
 
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from platform.clinical.config import ALGORITHM_ESTIMATORS, ClinicalConfig
+from platform.clinical.config import ALGORITHMS, ClinicalConfig
 from typing import Any
 
 from base.errors import UsageError
+
+EXPERIMENT = "clinical"  # default MLflow experiment (and checkpoint folder) of the track
+FLAGS = {"seed": "seed", "iterations": "iterations", "run_name": "run_name", "model": "model.path",
+         "data": "data.path"}  # argparse dest -> config field
 
 
 def _parser(algorithm: str):
     from platform.cli import add_common_train_options, parser
 
+    alg = ALGORITHMS.get(algorithm)
     p = parser(f"python -m platform.train {algorithm}",
-               f"{algorithm} on the clinical VLM pipeline (estimator "
-               f"{ALGORITHM_ESTIMATORS.get(algorithm, '?')}); see docs/clinical-grpo.md.\n"
-               "Config fields (--set key=value): see platform/clinical/config.py.")
+               f"{alg.help if alg else algorithm} (advantage estimator "
+               f"{alg.estimator if alg else '?'}, sampler {alg.sampler if alg else '?'}); "
+               "see docs/clinical-grpo.md.", ClinicalConfig)
     add_common_train_options(p)
     p.add_argument("--model", default=None, metavar="PATH", help="local Hugging Face model dir (model.path)")
     p.add_argument("--data", default=None, metavar="PATH", help="Parquet file/folder (data.path)")
-    p.add_argument("--run-name", default=None, help="MLflow run name (and checkpoint folder)")
+    p.add_argument("--run-name", default=None, help="MLflow run name and checkpoint folder (run_name)")
     return p
 
 
 def build_config(algorithm: str, args: Any) -> ClinicalConfig:
-    """YAML (--config) <- --set overrides <- explicit flags, validated into ClinicalConfig."""
-    from base.config import build, deep_merge, load_yaml, parse_overrides
+    """defaults < --config < --set < flags (--seed --iterations --run-name --model --data) <
+    the algorithm of the command; validated into ClinicalConfig (errors name the field)."""
+    from platform.cli import config_from_args
 
-    data = load_yaml(args.config) if args.config else {}
-    data = deep_merge(data, parse_overrides(args.overrides))
-    data["algorithm"] = algorithm
-    for flag, key in ((args.seed, "seed"), (args.iterations, "iterations"), (args.run_name, "run_name")):
-        if flag is not None:
-            data[key] = flag
-    for flag, section in ((args.model, "model"), (args.data, "data")):
-        if flag is not None:
-            data.setdefault(section, {})["path"] = flag
-    return build(ClinicalConfig, data)
+    return config_from_args(ClinicalConfig, args, flags=FLAGS, fixed={"algorithm": algorithm})
 
 
 def main(algorithm: str, argv: list[str]) -> int:
     from platform import tracking
-    from platform.cluster import REPO_ROOT, init_ray
+    from platform.cluster import checkpoint_root, init_ray
 
     args = _parser(algorithm).parse_args(argv)
     cfg = build_config(algorithm, args)
     run_name = cfg.run_name or f"{algorithm}-seed{cfg.seed}"
-    experiment = args.experiment or "clinical"
-    ckpt_root = Path(cfg.checkpoint_dir or REPO_ROOT / "checkpoints" / "clinical" / experiment / run_name)
+    experiment = args.experiment or EXPERIMENT
+    ckpt_root = Path(cfg.checkpoint_dir or checkpoint_root("clinical", experiment, run_name))
     resume_from = None
     if args.resume:
         from platform.clinical import checkpoint
@@ -83,12 +83,15 @@ def main(algorithm: str, argv: list[str]) -> int:
             pipe.load_state_dict(state)
             pipe.sync(state["step"])
             start_step, run_id = int(state["step"]), state["run_id"]
-        with tracking.tracked_run(run_name=run_name, run_id=run_id,
-                                  tags={"algorithm": algorithm, "pipeline": "clinical"}) as run:
+        tags = {**tracking.run_tags("clinical", algorithm),
+                tracking.TAG_CHECKPOINT: str(ckpt_root)}  # step folders + the `latest` marker
+        with tracking.tracked_run(run_name=run_name, run_id=run_id, tags=tags) as run:
             if run_id is None:
                 import mlflow
 
-                mlflow.log_params(cfg.tracked_params())
+                from base.config import tracked_params
+
+                mlflow.log_params(tracked_params(cfg))
             logged = tracking.last_logged_step(run_id, DEDUPE_KEY) if run_id else None
             metrics = train(pipe, start_step, run.info.run_id, str(ckpt_root), logged_through=logged)
         print(f"{algorithm}: run {run.info.run_id} ({uri}); step {cfg.iterations}: "

@@ -1,6 +1,6 @@
-"""vLLM rollout backend: ``rollout.backend: vllm`` (registered lazily in :mod:`.rollout`).
+"""vLLM rollout backend: ``rollout.backend: vllm`` (:data:`SPEC`, registered lazily in :mod:`.backends`).
 
-Same interface as the HF backend (:class:`~platform.clinical.rollout.RolloutBackend`):
+Same interface as the HF backend (:class:`~platform.clinical.generation.RolloutBackend`):
 ``generate(GenerationRequest) -> GenerationResult`` with completions, token ids and the
 *sampling* logprobs of each generated token (``logprobs_mode="processed_logprobs"``: after
 temperature / top-p, what the sampler drew from), and ``load_weights(named_tensors)``.
@@ -16,6 +16,10 @@ Where it runs:
 
 Bad input is refused before any engine (or GPU) is allocated by :func:`preflight`: vllm not
 installed, a head size the CPU attention backend lacks, a missing model directory.
+
+:data:`SPEC` tells the driver the rest: engine arguments from ``rollout.vllm``, GPUs per
+engine (``rollout.num_gpus`` x ``tensor_parallel_size``), broadcast weight sync, the actor body
+(:class:`EngineWorkerImpl`) and its interpreter (``EQUIRL_VLLM_PYTHON``).
 """
 
 from __future__ import annotations
@@ -27,10 +31,11 @@ import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from platform.clinical.rollout import (
+from platform.clinical.backends import BackendSpec, rollout_device
+from platform.clinical.generation import (
     GenerationRequest,
     GenerationResult,
-    _WorkerImpl,
+    WorkerImpl,
     decode_image,
     flatten_text,
     strip_images,
@@ -38,7 +43,7 @@ from platform.clinical.rollout import (
 from platform.clinical.weight_sync import WORKER_EXTENSION
 from typing import Any
 
-from base.errors import UsageError
+from base.errors import UsageError, require
 
 # vLLM 0.32 CPUAttentionBackend.get_supported_head_sizes() (checked in tests/vllm).
 CPU_HEAD_SIZES = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)
@@ -275,7 +280,7 @@ class VLLMBackend:
         return self.llm.collective_rpc("weight_sums")[0]
 
 
-class EngineWorkerImpl(_WorkerImpl):
+class EngineWorkerImpl(WorkerImpl):
     """Ray actor body for a vLLM engine: the rollout worker plus broadcast weight sync."""
 
     def init_weight_group(self, *args: Any, **kwargs: Any) -> list[int]:
@@ -321,3 +326,37 @@ def start_engines(placement: Any, backend_kwargs: dict[str, Any], max_restarts: 
             max_restarts=max_restarts, max_task_retries=0, **opts).remote("vllm", backend_kwargs)
     wait_named({n: e.version.remote() for n, e in engines.items()}, timeout_s, "engine start")
     return engines
+
+
+# --- the registry entry (platform.clinical.backends) -------------------------------------------
+
+def engine_kwargs(cfg: Any, model_path: str, num_options: int = 0) -> dict[str, Any]:
+    """:class:`VLLMBackend` arguments from a ``ClinicalConfig``: ``rollout.vllm`` plus seed,
+    device and dtype (``rollout.vllm.dtype`` empty = ``model.dtype``)."""
+    v = cfg.rollout.vllm
+    return {"model_path": model_path, "tensor_parallel_size": v.tensor_parallel_size,
+            "gpu_memory_utilization": v.gpu_memory_utilization, "max_model_len": v.max_model_len,
+            "dtype": v.dtype or cfg.model.dtype, "enforce_eager": v.enforce_eager,
+            "max_num_seqs": v.max_num_seqs, "enable_prefix_caching": v.enable_prefix_caching,
+            "cpu_kvcache_gb": v.cpu_kvcache_gb, "seed": cfg.seed, "device": rollout_device(cfg)}
+
+
+def _tensor_parallel(rollout: Any) -> int:
+    return rollout.vllm.tensor_parallel_size
+
+
+def _validate(rollout: Any) -> None:
+    require(rollout.num_gpus > 0 or rollout.vllm.tensor_parallel_size == 1,
+            "rollout.vllm.tensor_parallel_size",
+            f"{rollout.vllm.tensor_parallel_size} needs GPUs (rollout.num_gpus > 0); use 1 on CPU")
+
+
+def _preflight(cfg: Any, model_path: str) -> None:
+    preflight(model_path, rollout_device(cfg))
+
+
+SPEC = BackendSpec(
+    name="vllm", backend=VLLMBackend, worker=EngineWorkerImpl, engine_kwargs=engine_kwargs,
+    supports_broadcast=True, tensor_parallel=_tensor_parallel,
+    tensor_parallel_field="rollout.vllm.tensor_parallel_size", config_section="vllm",
+    validate=_validate, preflight=_preflight, runtime_env=engine_runtime_env)

@@ -15,8 +15,9 @@ to MLflow as ``weight_sync/seconds``):
   (``LLM(worker_extension_cls="platform.clinical.weight_sync.WeightSyncWorkerExtension")``).
   ``backend="gloo"`` runs the same protocol on CPU tensors (CI runs the driver with it).
 
-The driver picks one with ``rollout.weight_sync`` (``auto``: broadcast over NCCL when
-vLLM engines have GPUs, the object store otherwise).
+The driver picks one with ``rollout.weight_sync`` (:func:`sync_method`; ``auto``: broadcast
+over NCCL when the backend supports broadcasts and its engines and the learners have GPUs of
+their own, the object store otherwise).
 
 A collective that one side never joins hangs forever; every wait here goes through
 :func:`wait_named`, which raises :class:`WeightSyncTimeout` naming the workers that did
@@ -56,6 +57,43 @@ class SyncResult:
     def metrics(self) -> dict[str, float]:
         return {METRIC_SYNC_SECONDS: self.seconds, "weight_sync/mbytes": self.num_bytes / 2**20,
                 "weight_sync/tensors": float(self.num_tensors)}
+
+
+def sync_method(cfg: Any) -> str:
+    """How weights reach the rollout workers after each update (``rollout.weight_sync`` of a
+    ``ClinicalConfig``): ``object_store``, ``broadcast-nccl`` or ``broadcast-gloo``.
+
+    ``object_store`` works for every backend; ``broadcast`` needs a backend whose spec
+    supports it (:mod:`.backends`): NCCL when its engines are on GPUs (then learner rank 0
+    needs a GPU of its own), gloo on CPU. ``auto``: NCCL broadcast when the backend supports
+    it, its engines and the learners have GPUs and ``placement`` is ``dedicated`` (colocated:
+    NCCL cannot put two ranks on one GPU), else the object store. Impossible choices raise a
+    ConfigError naming ``rollout.weight_sync``.
+    """
+    from platform.clinical.backends import broadcast_backends, spec
+
+    from base.errors import require
+
+    r, lc = cfg.rollout, cfg.learner
+    mode, colocated = r.weight_sync, cfg.placement == "colocated"
+    broadcast = spec(r.backend).supports_broadcast
+    if mode == "auto":
+        gpus = broadcast and r.num_gpus > 0 and lc.num_gpus > 0
+        mode = "broadcast" if gpus and not colocated else "object_store"
+    if mode == "object_store":
+        return mode
+    require(broadcast, "rollout.weight_sync",
+            f"'broadcast' needs rollout.backend={'|'.join(broadcast_backends())} (got "
+            f"{r.backend!r}); allowed with {r.backend}: auto, object_store")
+    if r.num_gpus > 0:
+        require(lc.num_gpus > 0, "rollout.weight_sync",
+                "'broadcast' with GPU engines is an NCCL broadcast from learner rank 0, which "
+                "needs learner.num_gpus > 0; or set rollout.weight_sync=object_store")
+        require(not colocated, "rollout.weight_sync",
+                "'broadcast' with placement=colocated would put two NCCL ranks on one GPU, which "
+                "NCCL refuses; use auto or object_store with colocated, or placement=dedicated")
+        return "broadcast-nccl"
+    return "broadcast-gloo"
 
 
 def wait_named(refs: Mapping[str, Any], timeout_s: float, what: str) -> dict[str, Any]:

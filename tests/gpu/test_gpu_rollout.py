@@ -67,7 +67,7 @@ def png(color) -> bytes:
 
 
 def request(images, n=4, temperature=1.0, seed=0):
-    from platform.clinical.rollout import GenerationRequest
+    from platform.clinical.generation import GenerationRequest
 
     msgs = [[{"role": "user", "content": [{"type": "image"},
                                           {"type": "text", "text": "Findings?"}]}]] * len(images)
@@ -198,5 +198,5 @@ def test_dedicated_fairgrpo_with_nccl_broadcast_through_the_driver(tmp_path):
     if cuda_count() < 2:
         pytest.skip("dedicated placement with NCCL broadcast needs 2 GPUs")
     run = _train_cli(tmp_path, "rollout.num_gpus=1", "learner.num_gpus=1", "placement=dedicated")
-    assert run.data.params["weight_sync"] == "auto"
+    assert run.data.params["rollout.weight_sync"] == "auto"
     assert run.data.metrics["weight_sync/tensors"] > 0

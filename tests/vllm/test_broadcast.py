@@ -26,7 +26,7 @@ def test_gloo_broadcast_into_vllm_worker_extension(backend_kwargs, tiny_llama):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from platform.clinical.rollout import GenerationRequest
+    from platform.clinical.generation import GenerationRequest
     from platform.clinical.vllm_backend import VLLMBackend
     from platform.clinical.weight_sync import BroadcastSender, tensor_specs
 

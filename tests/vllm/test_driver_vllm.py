@@ -79,7 +79,7 @@ def assert_engines_hold(pipe, weights) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from platform.clinical.models import suppressed_token_ids
-    from platform.clinical.rollout import GenerationRequest
+    from platform.clinical.generation import GenerationRequest
 
     learner = {n: float(t.double().sum()) for n, t in weights}
     for sums in engine_sums(pipe):
@@ -106,15 +106,16 @@ def learner_sum(weights) -> float:
     return float(sum(t.double().sum().item() for _, t in weights))
 
 
-def update_once(pipe, step: int) -> None:
+def update_once(pipe, number: int) -> None:
     """One real rollout + a learner update with +-1 advantages (the weights must move)."""
     import numpy as np
 
-    idx, rows, result = pipe.rollout(step)
-    n = sum(len(t) for t in result.texts)
-    adv = np.where(np.arange(n) % 2 == 0, 1.0, -1.0)
-    prompt_index = np.repeat(np.arange(len(rows)), [len(t) for t in result.texts])
-    pipe.update(idx, rows, result, adv, prompt_index)
+    from algorithms.advantages import AdvantageResult
+
+    step = pipe.rollout(number)
+    n = sum(len(t) for t in step.result.texts)
+    step.advantages = AdvantageResult(np.where(np.arange(n) % 2 == 0, 1.0, -1.0))
+    pipe.update(step)
 
 
 def test_driver_syncs_learner_weights_into_vllm_engines(ray_session, engine_python,
@@ -178,8 +179,8 @@ def test_train_cli_with_vllm_engines_and_broadcast_sync(tiny_llama_main, tmp_pat
     exp = client.get_experiment_by_name("vllm-driver")
     (run,) = client.search_runs([exp.experiment_id])
     assert run.info.status == "FINISHED"
-    assert run.data.params["rollout_backend"] == "vllm"
-    assert run.data.params["weight_sync"] == "broadcast"
+    assert run.data.params["rollout.backend"] == "vllm"
+    assert run.data.params["rollout.weight_sync"] == "broadcast"
     history = client.get_metric_history(run.info.run_id, "weight_sync/seconds")
     assert [m.step for m in history] == [1, 2] and all(m.value > 0 for m in history)
     assert client.get_metric_history(run.info.run_id, "time/sync")

@@ -20,7 +20,7 @@ PROMPTS = [
 
 
 def request(n=3, temperature=1.0, seed=7, max_new_tokens=8, prompts=PROMPTS):
-    from platform.clinical.rollout import GenerationRequest
+    from platform.clinical.generation import GenerationRequest
 
     return GenerationRequest(prompts=prompts, images=[None] * len(prompts), n=n,
                              temperature=temperature, max_new_tokens=max_new_tokens, seed=seed)

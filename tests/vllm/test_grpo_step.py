@@ -35,7 +35,7 @@ def test_fairgrpo_step_with_vllm_rollout_worker(engine_pool, tiny_llama):
 
     from algorithms.advantages import PromptMeta, get_estimator
     from platform.clinical.models import suppressed_token_ids
-    from platform.clinical.rollout import GenerationRequest
+    from platform.clinical.generation import GenerationRequest
     from platform.clinical.weight_sync import METRIC_SYNC_SECONDS, sync_via_object_store
 
     learner = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.float32)

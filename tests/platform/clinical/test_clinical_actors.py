@@ -30,7 +30,7 @@ def _png(seed: int) -> bytes:
 
 
 def _request(n_prompts: int, n: int, max_new_tokens: int, seed: int):
-    from platform.clinical.rollout import GenerationRequest
+    from platform.clinical.generation import GenerationRequest
 
     msgs = [[{"role": "user", "content": [{"type": "image"},
                                           {"type": "text", "text": f"Case {i}: which? A) x B) y"}]}]

@@ -41,7 +41,8 @@ def test_e2e_mlflow_metrics_and_parameters_changed(run):
     uri, ck, r, _ = run
     assert r.info.status == "FINISHED"
     assert r.data.params["algorithm"] == "fairgrpo" and r.data.params["estimator"] == "fair_grpo"
-    assert r.data.params["zero_stage"] == "2" and r.data.params["num_learners"] == "2"
+    assert r.data.params["learner.zero_stage"] == "2" and r.data.params["learner.num_learners"] == "2"
+    assert r.data.tags["equirl.track"] == "clinical" and r.data.tags["equirl.algorithm"] == "fairgrpo"
     m = r.data.metrics
     by_group = [k for k in m if k.startswith("fairness/by_group/")]
     assert by_group and any(k.endswith("/f1") for k in by_group), sorted(m)
@@ -114,7 +115,7 @@ def test_fairgrad_option_trains_through_deepspeed(ray_session, tmp_path):
     assert main("fairgrpo", argv) == 0
     client = mlflow.MlflowClient(uri)
     (r,) = client.search_runs([client.get_experiment_by_name("clinical-e2e").experiment_id])
-    assert r.info.status == "FINISHED" and r.data.params["fairgrad"] == "True"
+    assert r.info.status == "FINISHED" and r.data.params["learner.fairgrad"] == "True"
     assert r.data.metrics["learner/fairgrad_conflicts"] >= 0
     state = torch.load(ck / "step-000001" / "learner" / "ds" / "mp_rank_00_model_states.pt",
                        weights_only=False)["module"]

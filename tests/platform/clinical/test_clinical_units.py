@@ -1,4 +1,7 @@
-"""Clinical pipeline pieces without Ray: config errors, data cursor, loss math, tiny VLM, HF backend."""
+"""Clinical pipeline pieces without Ray: config errors, data cursor, batches, tiny VLM, HF backend.
+
+(The PPO token loss is tested in tests/algorithms/test_losses.py, the backend registry in
+test_backends.py.)"""
 
 from __future__ import annotations
 
@@ -7,13 +10,13 @@ import subprocess
 import sys
 from platform.clinical.config import ClinicalConfig
 from platform.clinical.driver import DataCursor
-from platform.clinical.learner import TrainBatch, ppo_token_loss, shard_batch
-from platform.clinical.rollout import decode_image
+from platform.clinical.generation import decode_image
+from platform.clinical.learner import TrainBatch, shard_batch
 
 import numpy as np
 import pytest
 
-from base.config import build
+from base.config import build, tracked_params
 from base.errors import ConfigError, UsageError
 
 torch = pytest.importorskip("torch")
@@ -54,8 +57,9 @@ def test_config_defaults_and_estimator_mapping():
     assert (cfg.estimator, cfg.sampler) == ("grpo", "balanced")
     assert build(ClinicalConfig, {"algorithm": "fairgrpo"}).estimator == "fair_grpo"
     assert build(ClinicalConfig, {"algorithm": "grpo-dro"}).estimator == "group_dro"
-    params = cfg.tracked_params()
-    assert params["zero_stage"] == 2 and params["group_size"] == 4
+    params = tracked_params(cfg)
+    assert params["learner.zero_stage"] == "2" and params["rollout.group_size"] == "4"
+    assert (params["estimator"], params["sampler"]) == ("grpo", "balanced")
 
 
 # ------------------------------------------------------------------------------------ data cursor
@@ -86,47 +90,7 @@ def test_balanced_cursor_oversamples_minority():
     assert len(order) == 20 and sum(grp[i] == "y" for i in order) == 10
 
 
-# ---------------------------------------------------------------------------------------- loss
-
-def _loop_loss(logp, old, ref, adv, mask, eps, beta):
-    out = []
-    for i in range(logp.shape[0]):
-        terms = []
-        for t in range(logp.shape[1]):
-            if mask[i, t] == 0:
-                continue
-            r = float(np.exp(logp[i, t] - old[i, t]))
-            a = float(adv[i])
-            term = max(-a * r, -a * min(max(r, 1 - eps), 1 + eps))
-            if ref is not None and beta > 0:
-                d = float(ref[i, t] - logp[i, t])
-                term += beta * (np.exp(d) - d - 1)
-            terms.append(term)
-        out.append(np.mean(terms) if terms else 0.0)
-    return np.array(out)
-
-
-@pytest.mark.parametrize("beta", [0.0, 0.3])
-def test_ppo_token_loss_matches_loop(beta):
-    g = torch.Generator().manual_seed(0)
-    B, T = 5, 7
-    logp = -torch.rand(B, T, generator=g) * 3
-    old = logp + 0.4 * torch.randn(B, T, generator=g)
-    ref = logp + 0.2 * torch.randn(B, T, generator=g)
-    adv = torch.randn(B, generator=g)
-    mask = (torch.rand(B, T, generator=g) > 0.3).float()
-    loss, stats = ppo_token_loss(logp, old, ref, adv, mask, 0.2, beta)
-    want = _loop_loss(logp.numpy(), old.numpy(), ref.numpy(), adv.numpy(), mask.numpy(), 0.2, beta)
-    np.testing.assert_allclose(loss.numpy(), want, rtol=1e-5, atol=1e-6)
-    assert stats["tokens"] == mask.sum().item() and stats["clipfrac"] > 0
-
-
-def test_ppo_gradient_at_ratio_one_is_policy_gradient():
-    logp = torch.tensor([[-1.0, -2.0]], requires_grad=True)
-    loss, _ = ppo_token_loss(logp, logp.detach(), None, torch.tensor([2.0]), torch.ones(1, 2), 0.2, 0.0)
-    loss.sum().backward()
-    assert torch.allclose(logp.grad, torch.tensor([[-1.0, -1.0]]))  # -A / T per token
-
+# ---------------------------------------------------------------------------------- learner batch
 
 def test_shard_batch_equal_micro_counts():
     b = TrainBatch(prompt_ids=[[1]] * 5, completion_ids=[[2]] * 5, advantages=[0.0] * 5, images=[None] * 5)
@@ -185,13 +149,13 @@ def _messages(text: str, image: bool = True):
 
 @pytest.fixture(scope="module")
 def backend(tiny_path):
-    from platform.clinical.rollout import ROLLOUT_BACKENDS
+    from platform.clinical.backends import BACKENDS
 
-    return ROLLOUT_BACKENDS.get("hf")(model_path=str(tiny_path))
+    return BACKENDS.get("hf").backend(model_path=str(tiny_path))
 
 
 def test_hf_backend_shapes_seed_and_logprobs(backend):
-    from platform.clinical.rollout import GenerationRequest
+    from platform.clinical.generation import GenerationRequest
 
     req = GenerationRequest(prompts=[_messages("Which? A) x B) y"), _messages("Text only? A) x B) y", False)],
                             images=[_png(0), None], n=3, temperature=1.0, max_new_tokens=6, seed=5)
@@ -221,7 +185,7 @@ def test_hf_backend_shapes_seed_and_logprobs(backend):
 
 
 def test_hf_backend_bad_inputs(backend):
-    from platform.clinical.rollout import GenerationRequest
+    from platform.clinical.generation import GenerationRequest
 
     with pytest.raises(ValueError, match=r"images\[0\].*decode"):
         backend.generate(GenerationRequest(prompts=[_messages("x")], images=[b"not a png"], n=2,
@@ -233,23 +197,15 @@ def test_hf_backend_bad_inputs(backend):
 
 
 def test_answer_only_samples_letters(tiny_path):
-    from platform.clinical.rollout import ROLLOUT_BACKENDS, GenerationRequest
+    from platform.clinical.backends import BACKENDS
+    from platform.clinical.generation import GenerationRequest
 
-    b = ROLLOUT_BACKENDS.get("hf")(model_path=str(tiny_path), answer_letters="AB")
+    b = BACKENDS.get("hf").backend(model_path=str(tiny_path), answer_letters="AB")
     r = b.generate(GenerationRequest(prompts=[_messages("Which? A) x B) y")], images=[_png(0)], n=8,
                                      temperature=1.0, max_new_tokens=5, seed=1))
     assert set(r.texts[0]) <= {"A", "B"} and len(r.texts[0]) == 8
     assert all(len(ids) == 2 and ids[1] in b.stop_ids for ids in r.token_ids[0])
     assert all(lp[0] < 0 and lp[0] >= np.log(1e-6) for lp in r.logprobs[0])
-
-
-def test_unknown_backend_lists_known():
-    from platform.clinical.rollout import ROLLOUT_BACKENDS
-
-    from base.registry import RegistryError
-
-    with pytest.raises(RegistryError, match="hf, vllm"):
-        ROLLOUT_BACKENDS.get("sglang")
 
 
 # ------------------------------------------------------------------------------------ CLI input
@@ -317,7 +273,8 @@ def test_fairgrad_surrogate_gradient_is_projected_sum():
 def test_any_local_text_only_model_dir_works(tmp_path):
     """``--model PATH``: a text-only causal LM dir (tokenizer + chat template) loads and samples."""
     from platform.clinical import models
-    from platform.clinical.rollout import ROLLOUT_BACKENDS, GenerationRequest
+    from platform.clinical.backends import BACKENDS
+    from platform.clinical.generation import GenerationRequest
 
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -330,7 +287,7 @@ def test_any_local_text_only_model_dir_works(tmp_path):
     lm.save_pretrained(tmp_path)
     tok.save_pretrained(tmp_path)
     path = models.resolve_model_path(str(tmp_path))
-    b = ROLLOUT_BACKENDS.get("hf")(model_path=str(path))
+    b = BACKENDS.get("hf").backend(model_path=str(path))
     assert not b.is_vlm
     r = b.generate(GenerationRequest(prompts=[_messages("Which? A) x B) y")], images=[_png(0)], n=2,
                                      temperature=1.0, max_new_tokens=4, seed=0))
@@ -343,7 +300,10 @@ def test_any_local_text_only_model_dir_works(tmp_path):
 # ------------------------------------------------------------------ vLLM / GPU wiring (no vllm here)
 
 def test_vllm_settings_reach_backend_kwargs():
-    from platform.clinical.driver import vllm_kwargs
+    from platform.clinical.vllm_backend import SPEC
+
+    def vllm_kwargs(cfg):
+        return SPEC.engine_kwargs(cfg, "/models/m", 4)
 
     cfg = build(ClinicalConfig, {"seed": 7, "model": {"dtype": "bfloat16"}, "rollout": {
         "backend": "vllm", "num_gpus": 1,
@@ -358,7 +318,9 @@ def test_vllm_settings_reach_backend_kwargs():
     from platform.clinical.vllm_backend import VLLMBackend
 
     assert set(kw) <= set(inspect.signature(VLLMBackend.__init__).parameters)
-    assert cfg.tracked_params()["vllm.max_model_len"] == 512
+    params = tracked_params(cfg)
+    assert params["rollout.vllm.max_model_len"] == "512"
+    assert not any(k.startswith("rollout.vllm.") for k in tracked_params(build(ClinicalConfig, {})))
 
 
 _VLLM_GPU = {"backend": "vllm", "num_gpus": 1, "num_workers": 1}
@@ -375,9 +337,9 @@ _VLLM_GPU = {"backend": "vllm", "num_gpus": 1, "num_workers": 1}
     ({"rollout": _VLLM_GPU}, "object_store"),  # CPU learners: no NCCL sender
 ])
 def test_weight_sync_method(data, method):
-    from platform.clinical.driver import weight_sync_method
+    from platform.clinical.weight_sync import sync_method
 
-    assert weight_sync_method(build(ClinicalConfig, data)) == method
+    assert sync_method(build(ClinicalConfig, data)) == method
 
 
 @pytest.mark.parametrize("data, words", [
@@ -387,10 +349,10 @@ def test_weight_sync_method(data, method):
       "learner": {"num_gpus": 0.5, "num_learners": 1}}, "two NCCL ranks on one GPU"),
 ])
 def test_weight_sync_method_refuses_impossible_choices(data, words):
-    from platform.clinical.driver import weight_sync_method
+    from platform.clinical.weight_sync import sync_method
 
     with pytest.raises(ConfigError) as exc:
-        weight_sync_method(build(ClinicalConfig, data))
+        sync_method(build(ClinicalConfig, data))
     assert exc.value.field == "rollout.weight_sync" and words in str(exc.value)
 
 
@@ -402,7 +364,7 @@ def test_weight_sync_method_refuses_impossible_choices(data, words):
      {"GPU": 3.0}, False),
 ])
 def test_gpu_capacity_check(data, cluster, ok):
-    from platform.clinical.driver import check_gpu_capacity
+    from platform.clinical.placement import check_gpu_capacity
 
     cfg = build(ClinicalConfig, data)
     if ok:
@@ -451,7 +413,7 @@ def test_vllm_preflight_refuses_cpu_head_size(tmp_path, monkeypatch):
     (and accepted when the engines get GPUs)."""
     import json
     from platform.clinical import vllm_backend
-    from platform.clinical.driver import preflight_backend
+    from platform.clinical.backends import preflight as preflight_backend
 
     (tmp_path / "config.json").write_text(json.dumps({"hidden_size": 96, "num_attention_heads": 2}))
     monkeypatch.setattr(vllm_backend, "vllm_installed", lambda python=None: True)

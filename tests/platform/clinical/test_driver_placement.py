@@ -1,7 +1,7 @@
 """The clinical driver's GPU placement (issue #7, "dedicated GPUs").
 
-``driver.placement_config`` maps the training config to ``placement.PlacementConfig`` (pure), and
-``driver.placement_for`` reserves it and returns the Ray options the driver creates rollout workers
+``placement.placement_config`` maps the training config to ``placement.PlacementConfig`` (pure), and
+``placement.placement_for`` reserves it and returns the Ray options the driver creates rollout workers
 and learners with. The scheduling test runs in its own Ray (a subprocess with 2 *declared* GPUs,
 since the shared ``ray_session`` has none) and places two tiny probe actors with exactly those
 options: they must report disjoint GPU ids when dedicated and the same id when colocated.
@@ -26,7 +26,7 @@ def cfg_of(rollout: dict | None = None, learner: dict | None = None, **top) -> C
 
 
 def test_cpu_config_reserves_nothing():
-    from platform.clinical.driver import placement_config, placement_for
+    from platform.clinical.placement import placement_config, placement_for
 
     cfg = build(ClinicalConfig, {})
     assert placement_config(cfg) is None
@@ -35,7 +35,7 @@ def test_cpu_config_reserves_nothing():
 
 
 def test_dedicated_and_colocated_layouts():
-    from platform.clinical.driver import placement_config
+    from platform.clinical.placement import placement_config
     from platform.clinical.placement import plan
 
     d = placement_config(cfg_of({"num_workers": 2, "num_gpus": 1}, {"num_learners": 2, "num_gpus": 1}))
@@ -61,7 +61,7 @@ def test_dedicated_and_colocated_layouts():
      "rollout.num_workers", "learner.num_learners"),
 ])
 def test_layout_errors_name_the_field(kw, field, text):
-    from platform.clinical.driver import placement_config
+    from platform.clinical.placement import placement_config
 
     with pytest.raises(ConfigError, match=text) as err:
         placement_config(cfg_of(kw.get("rollout"), kw.get("learner"),
@@ -79,7 +79,7 @@ PROBE = r"""
 import json, ray
 from platform import cluster
 from platform.clinical.config import ClinicalConfig
-from platform.clinical.driver import placement_for
+from platform.clinical.placement import placement_for
 from base.config import build
 from base.errors import UsageError
 

@@ -119,12 +119,12 @@ def test_head_size_the_cpu_backend_lacks_is_refused(tmp_path):
 def test_vllm_backend_constructor_checks_before_starting_an_engine(tmp_path):
     """The constructor runs the preflight first: nothing is allocated on bad input."""
     from platform.clinical import vllm_backend
-    from platform.clinical.rollout import ROLLOUT_BACKENDS
+    from platform.clinical.backends import BACKENDS
 
     if vllm_backend.vllm_installed():
         pytest.skip("vllm installed here: covered by tests/vllm")
     with pytest.raises(UsageError, match="vllm is not installed"):
-        ROLLOUT_BACKENDS.get("vllm")(model_path=str(_model_dir(tmp_path, head_dim=64)),
+        BACKENDS.get("vllm").backend(model_path=str(_model_dir(tmp_path, head_dim=64)),
                                      device="cpu")
 
 

@@ -1,0 +1,128 @@
+"""The rollout-backend registry: each backend's spec answers for it, and the driver only asks.
+
+No Ray and no model here: specs, config validation, GPU counts, weight-sync choice, placement,
+and a fake backend registered for one test to show that nothing outside a backend's own module
+decides by its name.
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import replace
+from pathlib import Path
+from platform.clinical import backends
+from platform.clinical.backends import BACKENDS, BackendSpec, spec
+from platform.clinical.config import ClinicalConfig
+
+import pytest
+
+from base.config import build
+from base.errors import ConfigError, UsageError
+
+CLINICAL = Path(__file__).resolve().parents[3] / "platform" / "clinical"
+BACKEND_MODULES = {"hf_backend.py", "vllm_backend.py"}
+
+
+def test_unknown_backend_names_the_field_and_the_allowed_values():
+    with pytest.raises(ConfigError) as exc:
+        build(ClinicalConfig, {"rollout": {"backend": "sglang"}})
+    assert exc.value.field == "rollout.backend"
+    assert "'sglang'; allowed: hf, vllm" in str(exc.value)
+    assert isinstance(exc.value, UsageError)  # exit 2 from every CLI
+
+
+@pytest.mark.parametrize("name, module", [("hf", "platform.clinical.hf_backend"),
+                                          ("vllm", "platform.clinical.vllm_backend")])
+def test_each_spec_lives_in_its_backend_module(name, module):
+    s = spec(name)
+    assert s.name == name and s.backend.__module__ == module and s.worker.__name__.endswith("WorkerImpl")
+
+
+@pytest.mark.parametrize("rollout, gpus, broadcast", [
+    ({"backend": "hf", "num_gpus": 0.5}, 0.5, False),
+    ({"backend": "hf", "num_gpus": 0}, 0.0, False),
+    ({"backend": "vllm", "num_gpus": 1, "vllm": {"tensor_parallel_size": 4}}, 4.0, True),
+    ({"backend": "vllm", "num_gpus": 0}, 0.0, True),
+])
+def test_specs_gpu_counts_and_broadcast_support(rollout, gpus, broadcast):
+    r = build(ClinicalConfig, {"rollout": rollout}).rollout
+    s = spec(r.backend)
+    assert s.gpus_per_worker(r) == gpus and s.supports_broadcast is broadcast
+
+
+def test_specs_build_their_backend_arguments():
+    import inspect
+
+    cfg = build(ClinicalConfig, {"seed": 3})
+    hf = spec("hf").engine_kwargs(cfg, "/m", 3)
+    assert hf == {"model_path": "/m", "dtype": "float32", "device": "cpu", "answer_letters": "ABC"}
+    assert set(hf) <= set(inspect.signature(spec("hf").backend.__init__).parameters)
+    with_model = build(ClinicalConfig, {"model": {"path": "/m"}})  # answer_only: off for real models
+    assert spec("hf").engine_kwargs(with_model, "/m", 3)["answer_letters"] == ""
+
+
+@pytest.fixture
+def fake_backend():
+    """A test-registered backend whose spec differs from both real ones in every answer."""
+    calls: list[str] = []
+
+    def validate(rollout):
+        calls.append("validate")
+        if rollout.num_workers > 3:
+            raise ConfigError("rollout.num_workers", "fake backend: at most 3")
+
+    fake = BackendSpec(
+        name="fake", backend=object, worker=object,
+        engine_kwargs=lambda cfg, model_path, n: {"model_path": model_path, "n": n},
+        supports_broadcast=True, tensor_parallel=lambda r: 3,
+        tensor_parallel_field="rollout.fake.parallel", validate=validate,
+        preflight=lambda cfg, path: calls.append(f"preflight {path}"))
+    BACKENDS.register("fake", fake)
+    yield fake, calls
+    BACKENDS._entries.pop("fake")
+    BACKENDS._help.pop("fake", None)
+
+
+def test_driver_side_code_asks_the_spec(fake_backend):
+    from platform.clinical import placement
+    from platform.clinical.weight_sync import sync_method
+
+    fake, calls = fake_backend
+    gpu = {"backend": "fake", "num_workers": 1, "num_gpus": 1}
+    cfg = build(ClinicalConfig, {"rollout": gpu, "learner": {"num_learners": 1, "num_gpus": 1}})
+    assert calls == ["validate"]
+    with pytest.raises(ConfigError, match="at most 3"):
+        build(ClinicalConfig, {"rollout": {"backend": "fake", "num_workers": 4}})
+    # GPUs per worker: num_gpus x the spec's tensor parallelism, named in the capacity error
+    assert placement.requested_gpus(cfg) == (3.0, 1.0)
+    with pytest.raises(UsageError, match=r"x rollout\.fake\.parallel 3 = 3"):
+        placement.check_gpu_capacity(cfg, {"GPU": 2.0})
+    assert placement.placement_config(cfg).tensor_parallel_size == 3
+    # broadcast support comes from the spec, not the name
+    assert sync_method(cfg) == "broadcast-nccl"
+    cpu = build(ClinicalConfig, {"rollout": {"backend": "fake", "weight_sync": "broadcast"}})
+    assert sync_method(cpu) == "broadcast-gloo"
+    BACKENDS._entries["fake"] = replace(fake, supports_broadcast=False)
+    with pytest.raises(ConfigError, match="needs rollout.backend=vllm"):
+        sync_method(cpu)
+    # preflight runs the spec's checks
+    backends.preflight(cfg, "/model")
+    assert calls[-1] == "preflight /model"
+
+
+def test_no_module_outside_a_backend_names_a_backend():
+    """``backend == "vllm"`` style decisions live only in the backends' own modules."""
+    names = set(BACKENDS.names())
+    bad = []
+    for path in sorted(CLINICAL.glob("*.py")):
+        if path.name in BACKEND_MODULES:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Compare):
+                consts = [c.value for c in [node.left, *node.comparators]
+                          if isinstance(c, ast.Constant)]
+                consts += [e.value for c in node.comparators if isinstance(c, (ast.Tuple, ast.List, ast.Set))
+                           for e in c.elts if isinstance(e, ast.Constant)]
+                if names & set(consts):
+                    bad.append(f"{path.name}:{node.lineno}")
+    assert not bad, f"compares with a backend name outside its module: {bad}"
