@@ -8,7 +8,8 @@ Modules (import them directly; this package imports nothing heavy — no torch, 
                                2501.03262), ``fair_grpo`` / ``fair_grpo_nd`` (FairGRPO, arXiv
                                2510.19893), ``group_dro`` (GroupDRO, Sagawa et al., arXiv 1911.08731).
 ``algorithms.sampling``        GRPO+resampling baseline: oversample minority groups per data source.
-``algorithms.group_robust_ppo`` group-robust PPO loss for the hospital-allocation track.
+``algorithms.group_robust``    group-robust PPO objective (per-group surrogates, robust term);
+                               its RLlib learner is platform.allocation.rllib.
 ``algorithms.fairgrad``        FairGrad gradient projection (arXiv 2504.14388).
 ``algorithms.faro``            Faro fair reward models (arXiv 2602.07799).
 """

@@ -4,13 +4,17 @@ A Ray Tune grid over scenarios × λ × seeds of group-robust PPO (the EquiRL ho
 allocation report's protocol: L = (1-λ)·L_PPO + λ·L_robust, several seeds per cell, four
 hospitals). Each trial trains with :mod:`platform.allocation` (RLlib), then runs E greedy
 evaluation episodes on fixed evaluation seeds (``eval_seed_base + i``, disjoint from the
-training seeds and identical for every trial).
+training seeds and identical for every trial). A trial is the one allocation loop
+(:func:`platform.allocation.loop.train`, the same as ``platform.train``) with a
+:class:`TuneSink`: results go to ``tune.report``, checkpoints to Tune.
 
 * Concurrency: at most ``cluster CPUs // CPUs per trial`` trials at once.
 * MLflow: one parent run per sweep, one child run per trial (params from
-  ``platform.allocation.train.mlflow_params``; metrics per iteration with step = training
-  iteration; evaluation means as ``eval/...``; per-episode rows as ``eval/episodes.parquet``).
-  Logged from the driver by a Tune callback, so it works when trials run on other nodes.
+  ``base.config.tracked_params`` of the trial's AllocationConfig; the parent's without the
+  grid fields, plus the grid; tags ``platform.tracking.run_tags`` plus the sweep's own;
+  metrics per iteration with step = training iteration; evaluation means as ``eval/...``;
+  per-episode rows as ``eval/episodes.parquet``). Logged from the driver by a Tune callback,
+  so it works when trials run on other nodes.
 * Resilience: ``FailureConfig(max_failures=...)`` retries a failing trial and never stops the
   others; ``--resume`` continues an interrupted sweep with ``Tuner.restore`` into the same
   parent and child runs; iterations already logged (a replay after a hard kill) are skipped.
@@ -28,7 +32,7 @@ import sys
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from platform import cli
+from platform import cli, tracking
 from platform.report import PARAM_LAMBDA, PARAM_SCENARIO, PARAM_SEED, TAG_ROLE, TAG_SWEEP, TAG_TRIAL
 from typing import Any
 
@@ -39,6 +43,11 @@ from base.registry import Registry
 STEP_KEY = "iteration"  # the algorithm's training iteration (MLflow step)
 EPISODES_KEY = "eval_episode_rows"  # per-episode table in the last result (dict of lists)
 SPEC_FILE = "equirl_sweep.json"
+TRACK = "allocation"
+# AllocationConfig fields the grid sets per trial (never --set / --config)
+GRID_FIELDS = ("algorithm", "scenario", "robust_lambda", "seed")
+# sweep defaults under --config/--set: one CPU per trial, sampling in the trial process
+SWEEP_DEFAULTS = {"num_env_runners": 0}
 
 # name -> "module:function" trainable (a Tune function trainable taking the trial config)
 SWEEPABLE: Registry = Registry("sweep algorithm")
@@ -101,11 +110,16 @@ def parse_scenarios(text: str) -> list[str]:
 
 def build_spec(algorithm: str, argv: list[str]) -> tuple[SweepSpec, Any]:
     """argv -> (SweepSpec, argparse namespace); every trial config is validated here."""
-    p = cli.parser(f"python -m platform.sweep {algorithm}", __doc__.split("\n\n")[0])
+    from platform.allocation import scenarios
+    from platform.allocation.config import AllocationConfig
+
+    p = cli.parser(f"python -m platform.sweep {algorithm}", __doc__.split("\n\n")[0],
+                   AllocationConfig)
     cli.add_common_train_options(p)
     g = p.add_argument_group("sweep options")
-    g.add_argument("--scenarios", default="urban,rural,pediatric,surge",
-                   help="comma-separated scenarios (default all four hospitals)")
+    everything = ",".join(scenarios.hospital_names())
+    g.add_argument("--scenarios", default=everything,
+                   help=f"comma-separated scenarios (default every hospital: {everything})")
     g.add_argument("--lambdas", default="0,0.1,0.2,0.3,0.4,0.5", help="comma-separated λ in [0, 1]")
     g.add_argument("--seeds", type=int, default=5,
                    help="seeds per cell: --seed, --seed+1, ... (default 5)")
@@ -118,24 +132,31 @@ def build_spec(algorithm: str, argv: list[str]) -> tuple[SweepSpec, Any]:
         raise UsageError(f"--seeds: got {a.seeds}; need >= 1 seed per cell")
     if a.max_failures < 0:
         raise UsageError(f"--max-failures: got {a.max_failures}; must be >= 0")
-    base: dict[str, Any] = config_lib.load_yaml(a.config) if a.config else {}
-    base = config_lib.deep_merge(base, config_lib.parse_overrides(a.overrides))
-    for key in ("scenario", "robust_lambda", "seed", "algorithm"):
-        if key in base:
-            raise UsageError(f"--set {key}: set by the sweep grid; use --scenarios/--lambdas/--seeds")
-    base.setdefault("num_env_runners", 0)  # one CPU per trial: sample in the trial process
-    if a.iterations is not None:
-        base["iterations"] = a.iterations
     seed0 = 0 if a.seed is None else a.seed
     experiment = a.experiment or "allocation-sweep"
     spec = SweepSpec(algorithm=algorithm, scenarios=parse_scenarios(a.scenarios),
                      lambdas=parse_lambdas(a.lambdas), seeds=list(range(seed0, seed0 + a.seeds)),
-                     base=base, name=a.name or experiment, experiment=experiment,
+                     base=shared_fields(a), name=a.name or experiment, experiment=experiment,
                      max_failures=a.max_failures)
     for sc in spec.scenarios:  # fail on bad --set fields before anything starts
         for seed in (spec.seeds[0], spec.seeds[-1]):
             trial_config(spec, sc, spec.lambdas[-1], seed)
     return spec, a
+
+
+def shared_fields(args) -> dict[str, Any]:
+    """The AllocationConfig fields every trial shares, as given: sweep defaults < --config <
+    --set < --iterations (the one precedence rule, :func:`base.config.merge_sources`); the
+    grid fields are refused. Kept as given (not a full config) so --resume can compare it."""
+    given = config_lib.merge_sources(args.config, args.overrides)
+    for key in GRID_FIELDS:
+        if key in given:
+            raise UsageError(
+                f"--set {key}: set by the sweep grid; use --scenarios/--lambdas/--seeds")
+    flags = {field: getattr(args, dest) for dest, field in cli.COMMON_FLAGS.items()
+             if field not in GRID_FIELDS}
+    return config_lib.deep_merge(SWEEP_DEFAULTS, config_lib.merge_sources(
+        args.config, args.overrides, flags))
 
 
 def trial_config(spec: SweepSpec, scenario: str, lam: float, seed: int):
@@ -149,46 +170,56 @@ def trial_config(spec: SweepSpec, scenario: str, lam: float, seed: int):
 
 # ------------------------------------------------------------------ the trainable
 def allocation_trial(config: dict[str, Any]) -> None:
-    """Tune function trainable: train (resuming from Tune's checkpoint), then evaluate.
+    """Tune function trainable: the allocation loop (resuming from Tune's checkpoint).
 
     Reports once per training iteration (``iteration`` = the algorithm's iteration); the
     last report carries the evaluation means (``eval/...``) and the per-episode rows.
     """
-    from platform.allocation import evaluate as evaluation
-    from platform.allocation import scenarios
+    from platform.allocation import loop
     from platform.allocation.config import AllocationConfig
-    from platform.allocation.train import build_algo, iteration_metrics
-
-    from ray import tune
-
-    from algorithms import rllib_adapter
 
     cfg = config_lib.build(AllocationConfig, {**config["base"], "algorithm": config["algorithm"],
                                               **config["cell"]})
-    with scenarios.make(cfg.scenario, cfg.env_creator_config()) as probe:
-        group_names = evaluation.group_names_of(probe)
-    algo = build_algo(cfg)
-    try:
+    loop.train(cfg, TuneSink())
+
+
+class TuneSink:
+    """The sweep's sink of the allocation loop: one ``tune.report`` per iteration (the
+    evaluation in the last), checkpoints through Tune every ``checkpoint_every`` (not after
+    the last iteration). Replayed iterations are reported again; the driver's
+    :class:`MlflowSweepCallback` skips the steps it has logged."""
+
+    def last_logged(self) -> int:
+        return 0
+
+    def restore(self, algo) -> None:
+        from platform.allocation import rllib
+
+        from ray import tune
+
         checkpoint = tune.get_checkpoint()
         if checkpoint:
             with checkpoint.as_directory() as path:
-                rllib_adapter.restore_checkpoint(algo, path)
-        while algo.iteration < cfg.iterations:
-            metrics = iteration_metrics(algo.train(), group_names)
-            it = int(metrics.pop("training_iteration"))
-            metrics[STEP_KEY] = it
-            if it >= cfg.iterations and cfg.eval_episodes:
-                df = evaluation.evaluate(algo, cfg, cfg.eval_episodes, cfg.eval_seeds())
-                metrics.update(evaluation.summarize(df))
-                metrics[EPISODES_KEY] = df.to_dict("list")
-            if cfg.checkpoint_every and it % cfg.checkpoint_every == 0 and it < cfg.iterations:
-                with tempfile.TemporaryDirectory() as tmp:
-                    rllib_adapter.save_checkpoint(algo, tmp)
-                    tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
-            else:
-                tune.report(metrics)
-    finally:
-        algo.stop()
+                rllib.restore_checkpoint(algo, path)
+
+    def emit(self, step, algo) -> None:
+        from platform.allocation import rllib
+        from platform.allocation.evaluate import summarize
+
+        from ray import tune
+
+        report: dict[str, Any] = {k: v for k, v in step.metrics.items()
+                                  if k != "training_iteration"}
+        report[STEP_KEY] = step.iteration
+        if step.evaluation is not None:
+            report.update(summarize(step.evaluation))
+            report[EPISODES_KEY] = step.evaluation.to_dict("list")
+        if step.checkpoint and not step.final:
+            with tempfile.TemporaryDirectory() as tmp:
+                rllib.save_checkpoint(algo, tmp)
+                tune.report(report, checkpoint=tune.Checkpoint.from_directory(tmp))
+        else:
+            tune.report(report)
 
 
 # -------------------------------------------------------------- MLflow callback
@@ -245,18 +276,15 @@ class MlflowSweepCallback(_tune_callback_base()):
         return rid
 
     def _create_run(self, trial) -> str:
-        from platform.allocation.train import mlflow_params
-
         from mlflow.entities import Param
 
         c = trial.config["cell"]
         spec = SweepSpec(**{**self.spec, "parent_run_id": self.parent_run_id})
         cfg = trial_config(spec, c["scenario"], c["robust_lambda"], c["seed"])
         run = self.client.create_run(self.experiment_id, run_name=_trial_name(trial.config), tags={
-            "mlflow.parentRunId": self.parent_run_id, TAG_ROLE: "trial", TAG_TRIAL: trial.trial_id,
-            TAG_SWEEP: spec.name, "equirl.algorithm": spec.algorithm})
-        params = {**mlflow_params(cfg), "eval_episodes": cfg.eval_episodes,
-                  "eval_seed_base": cfg.eval_seed_base}
+            "mlflow.parentRunId": self.parent_run_id, **tracking.run_tags(TRACK, spec.algorithm),
+            TAG_ROLE: "trial", TAG_TRIAL: trial.trial_id, TAG_SWEEP: spec.name})
+        params = config_lib.tracked_params(cfg)
         for must in (PARAM_SCENARIO, PARAM_LAMBDA, PARAM_SEED):
             assert must in params, must
         self.client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()])
@@ -328,8 +356,8 @@ def _progress(trial, step: int, r: dict[str, Any]) -> str:
     line = (f"[{_trial_name(trial.config)}] iter {step}  return {f('return_mean')}  "
             f"group_gap {f('group_gap')}")
     if "eval/return" in r:
-        line += (f"  | eval return {f('eval/return')}  dp {f('eval/fairness/dp')}  "
-                 f"wte {f('eval/fairness/wte')}")
+        line += (f"  | eval return {f('eval/return')}  dp_score {f('eval/fairness/dp_score')}  "
+                 f"wte_score {f('eval/fairness/wte_score')}")
     return line
 
 
@@ -382,14 +410,13 @@ def _parent_run(client, exp_id: str, spec: SweepSpec) -> str:
     from mlflow.entities import Param
 
     run = client.create_run(exp_id, run_name=f"sweep-{spec.name}", tags={
-        TAG_ROLE: "parent", TAG_SWEEP: spec.name, "equirl.algorithm": spec.algorithm})
-    params = {"algorithm": spec.algorithm, "scenarios": ",".join(spec.scenarios),
-              "lambdas": ",".join(f"{x:g}" for x in spec.lambdas),
-              "seeds": ",".join(map(str, spec.seeds)), "n_trials": spec.n_trials,
-              **{k: v for k, v in sorted(spec.base.items()) if not isinstance(v, (dict, list))}}
+        **tracking.run_tags(TRACK, spec.algorithm), TAG_ROLE: "parent", TAG_SWEEP: spec.name})
     cfg = trial_config(spec, spec.scenarios[0], spec.lambdas[0], spec.seeds[0])
-    params.update(iterations=cfg.iterations, eval_episodes=cfg.eval_episodes,
-                  train_batch_size=cfg.train_batch_size, eval_seed_base=cfg.eval_seed_base)
+    params = {k: v for k, v in config_lib.tracked_params(cfg).items()
+              if k == "algorithm" or k not in GRID_FIELDS}  # what every trial shares
+    params.update(scenarios=",".join(spec.scenarios),
+                  lambdas=",".join(f"{x:g}" for x in spec.lambdas),
+                  seeds=",".join(map(str, spec.seeds)), n_trials=spec.n_trials)
     client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()])
     return run.info.run_id
 

@@ -1,6 +1,7 @@
 """Hospital resource-allocation simulators for fairness-aware RL (gymnasium).
 
-Four calibrated presets (urban, rural, pediatric, surge) of one configurable hospital:
+Calibrated presets of one configurable hospital (the scenario table ``SCENARIOS`` in
+``config.py``; one gym id per preset, derived in ``registration``):
 patients with demographic attributes arrive by a non-homogeneous Poisson process with a
 daily cycle, wait for a decision (admit to a general / ICU / pediatric bed, defer, transfer
 out), deteriorate while waiting, and occupy beds for a lognormal length of stay. Staff work
@@ -14,7 +15,7 @@ and wait-time equity (1 - CV of group mean waits); see ``metrics.py`` and docs/h
 
 Modules: ``config`` (typed config, presets), ``core`` (batched numpy simulator), ``env``
 (``HospitalEnv``), ``vector`` (``HospitalVectorEnv``), ``metrics``, ``calibration``,
-``registration`` (gymnasium ids).
+``registration`` (gymnasium ids, one per preset).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ __all__ = ["SCENARIOS", "HospitalConfig", "make_env", "make_vector_env", "scenar
 
 
 def make_env(scenario: str, **overrides: Any):
-    """A ``HospitalEnv`` for preset ``scenario`` (urban, rural, pediatric, surge) with overrides.
+    """A ``HospitalEnv`` for preset ``scenario`` (a key of ``SCENARIOS``) with overrides.
 
     Unknown scenario or bad override -> ``base.errors.ConfigError`` naming the field.
     """

@@ -280,7 +280,10 @@ class HospitalConfig:
         return cls.from_dict(data, base)
 
 
-# Scenario presets: partial overrides of the defaults.
+# The scenario table: the one place a hospital scenario is defined (partial overrides of
+# the defaults). A new entry gets its gym id (registration.gym_id: Hospital<Name>-v0),
+# becomes a --scenario of platform.train / platform.sweep (platform.allocation.scenarios)
+# and is covered by the env contract tests (tests/envs/hospital over registration.IDS).
 _PRESETS: dict[str, dict[str, Any]] = {
     "urban": {
         "name": "urban",

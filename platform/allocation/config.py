@@ -1,77 +1,91 @@
-"""``AllocationConfig``: the one typed config of ``platform.train group-robust-ppo|ppo``.
+"""``AllocationConfig``: the one typed config of ``platform.train group-robust-ppo|ppo`` and of
+every ``platform.sweep group-robust-ppo`` trial.
 
-Built by :func:`base.config.build` from defaults < ``--config FILE.yaml`` <
-``--set key=value`` < explicit flags; validated here, in ``__post_init__``, with errors
-that name the field and the allowed values.
+Built by :func:`platform.cli.config_from_args` (defaults < ``--config FILE.yaml`` <
+``--set key=value`` < explicit flags). Each field is declared once with
+:func:`base.config.option`: its doc feeds ``--help`` and the table in docs/allocation.md,
+and its ``track`` decides whether (and as what) it is an MLflow param of the run
+(:func:`base.config.tracked_params`). Invariants are checked here, in ``__post_init__``,
+with errors that name the field and the allowed values.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
+from base.config import option
 from base.errors import require
 
 ALGORITHMS = ("group-robust-ppo", "ppo")
+# = algorithms.group_robust.ROBUST_MODES (a test holds them equal); not imported here
+# because that module brings torch into every ``--help``.
 ROBUST_MODES = ("gap", "worst_group")
 # Evaluation seeds must stay away from the seeds RLlib derives for training envs
 # (seed + small worker/vector offsets).
 EVAL_SEED_MARGIN = 10_000
 
 
-def _doc(text: str, **kw: Any):
-    return field(metadata={"help": text}, **kw)
+def _is_ppo(cfg: AllocationConfig) -> bool:
+    return cfg.algorithm == "ppo"
 
 
 @dataclass
 class AllocationConfig:
     """Hospital-allocation training run (one MLflow run)."""
 
-    algorithm: Literal["group-robust-ppo", "ppo"] = _doc(
-        "group-robust-ppo (RLlib PPO + group-robust loss) or ppo (plain RLlib PPO)",
-        default="group-robust-ppo")
-    scenario: str = _doc(
-        "hospital scenario: urban, rural, pediatric, surge (or a gym id like HospitalRural-v0)",
-        default="rural")
-    robust_lambda: float = _doc("λ in [0, 1]: weight of L_robust in (1-λ)·L_PPO + λ·L_robust",
-                                default=0.3)
-    robust_mode: Literal["gap", "worst_group"] = _doc(
-        "gap: best-minus-worst group objective; worst_group: mean-minus-worst (GroupDRO style)",
-        default="gap")
-    fairgrad: bool = _doc(
+    algorithm: Literal["group-robust-ppo", "ppo"] = option(
+        "group-robust-ppo",
+        "group-robust-ppo (RLlib PPO + group-robust loss) or ppo (plain RLlib PPO); the command "
+        "sets it")
+    scenario: str = option(
+        "rural",
+        "hospital scenario: a name in the scenario table of envs/hospital/config.py (e.g. rural) "
+        "or its gym id (HospitalRural-v0); --scenario's help lists them")
+    robust_lambda: float = option(
+        0.3, "λ in [0, 1]: weight of L_robust in (1-λ)·L_PPO + λ·L_robust (logged as 0.0 for ppo)",
+        track=lambda cfg: 0.0 if _is_ppo(cfg) else cfg.robust_lambda)
+    robust_mode: Literal["gap", "worst_group"] = option(
+        "gap",
+        "gap: best-minus-worst group objective; worst_group: mean-minus-worst (GroupDRO style); "
+        "logged as none for ppo",
+        track=lambda cfg: "none" if _is_ppo(cfg) else cfg.robust_mode)
+    fairgrad: bool = option(
+        False,
         "FairGrad (arXiv 2504.14388): project the per-group policy-loss gradients against the "
-        "task gradient (group-robust-ppo only)", default=False)
-    group_key: str = _doc(
-        "patient attribute (or intersection, e.g. age_group+sex) that defines the groups",
-        default="age_group")
-    env_config: dict[str, Any] = _doc(
-        "extra keyword arguments for the simulator (envs.hospital.make_env)",
-        default_factory=dict)
-    seed: int = _doc("training seed (torch, numpy, env runners)", default=0)
-    iterations: int = _doc("training iterations (total; --resume continues up to it)", default=20)
-    num_env_runners: int = _doc("remote env-runner actors (0: sample in the driver)", default=1)
-    num_envs_per_env_runner: int = _doc("vectorised envs per env runner", default=1)
-    train_batch_size: int = _doc("env steps per training iteration", default=1000)
-    minibatch_size: int = _doc("SGD minibatch size (<= train_batch_size)", default=128)
-    num_epochs: int = _doc("SGD passes over each train batch", default=5)
-    lr: float = _doc("Adam learning rate", default=3e-4)
-    gamma: float = _doc("discount factor in (0, 1]", default=0.99)
-    gae_lambda: float = _doc("GAE λ in [0, 1]", default=0.95)
-    clip_param: float = _doc("PPO clip ε > 0", default=0.2)
-    entropy_coeff: float = _doc("entropy bonus coefficient >= 0", default=0.0)
-    hidden_sizes: list[int] = _doc("policy/value MLP hidden sizes",
-                                   default_factory=lambda: [64, 64])
-    eval_episodes: int = _doc("greedy evaluation episodes after training (0: skip)", default=5)
-    eval_seed_base: int = _doc(
-        f"evaluation episode i uses seed eval_seed_base + i (>= seed + {EVAL_SEED_MARGIN})",
-        default=1_000_000)
-    checkpoint_every: int = _doc("checkpoint every N iterations (0: only at the end)", default=5)
-    checkpoint_dir: str | None = _doc(
-        "where checkpoints go (default <storage>/allocation/<run_name>)", default=None)
-    run_name: str | None = _doc(
-        "MLflow run name; --resume picks the latest run with this name "
-        "(default <algorithm>-<scenario>-l<λ>-s<seed>)", default=None)
+        "task gradient (group-robust-ppo only; local learner)")
+    group_key: str = option(
+        "age_group",
+        "patient attribute (or intersection, e.g. age_group+sex) that defines the groups")
+    env_config: dict[str, Any] = option(
+        {}, "extra keyword arguments for the simulator (envs.hospital.make_env), e.g. "
+        "env_config.max_decisions=200")
+    seed: int = option(0, "training seed (torch, numpy, env runners)")
+    iterations: int = option(20, "training iterations (total; --resume continues up to it)")
+    num_env_runners: int = option(1, "remote env-runner actors (0: sample in the driver)")
+    num_envs_per_env_runner: int = option(1, "vectorised envs per env runner")
+    train_batch_size: int = option(1000, "env steps per training iteration")
+    minibatch_size: int = option(128, "SGD minibatch size (<= train_batch_size)")
+    num_epochs: int = option(5, "SGD passes over each train batch")
+    lr: float = option(3e-4, "Adam learning rate")
+    gamma: float = option(0.99, "discount factor in (0, 1]")
+    gae_lambda: float = option(0.95, "GAE λ in [0, 1]")
+    clip_param: float = option(0.2, "PPO clip ε > 0")
+    entropy_coeff: float = option(0.0, "entropy bonus coefficient >= 0")
+    hidden_sizes: list[int] = option([64, 64], "policy/value MLP hidden sizes")
+    eval_episodes: int = option(5, "greedy evaluation episodes after training (0: skip)")
+    eval_seed_base: int = option(
+        1_000_000,
+        f"evaluation episode i uses seed eval_seed_base + i (>= seed + {EVAL_SEED_MARGIN})")
+    checkpoint_every: int = option(5, "checkpoint every N iterations (0: only at the end)")
+    checkpoint_dir: str | None = option(
+        None,
+        "where checkpoints go (default <storage>/checkpoints/allocation/<experiment>/<run name>)",
+        track=False)
+    run_name: str | None = option(
+        None, "MLflow run name; --resume picks the latest run with this name "
+        "(default <algorithm>-<scenario>-l<λ>-<mode>-s<seed>)", track=False)
 
     def __post_init__(self) -> None:
         require(self.algorithm in ALGORITHMS, "algorithm",
@@ -81,9 +95,8 @@ class AllocationConfig:
         from platform.allocation import scenarios
 
         known = scenarios.names()
-        if known:  # empty only when envs.hospital is not installed (unit tests)
-            require(self.scenario in known, "scenario",
-                    f"got {self.scenario!r}; allowed: {', '.join(known)}")
+        require(self.scenario in known, "scenario",
+                f"got {self.scenario!r}; allowed: {', '.join(known)}")
         require(0.0 <= self.robust_lambda <= 1.0, "robust_lambda",
                 f"got {self.robust_lambda}; allowed: a number in [0, 1]")
         require(self.robust_mode in ROBUST_MODES, "robust_mode",
@@ -99,7 +112,8 @@ class AllocationConfig:
         require(self.train_batch_size >= 1, "train_batch_size",
                 f"got {self.train_batch_size}; must be >= 1")
         require(1 <= self.minibatch_size <= self.train_batch_size, "minibatch_size",
-                f"got {self.minibatch_size}; allowed: 1..train_batch_size ({self.train_batch_size})")
+                f"got {self.minibatch_size}; allowed: 1..train_batch_size "
+                f"({self.train_batch_size})")
         require(self.num_epochs >= 1, "num_epochs", f"got {self.num_epochs}; must be >= 1")
         require(self.lr > 0, "lr", f"got {self.lr}; must be > 0")
         require(0.0 < self.gamma <= 1.0, "gamma", f"got {self.gamma}; allowed: (0, 1]")

@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from platform.allocation import rllib, scenarios
+from platform.allocation.config import AllocationConfig
 from typing import Any
 
 import pandas as pd
-
-from algorithms import rllib_adapter
-from platform.allocation import scenarios
-from platform.allocation.config import AllocationConfig
 
 MAX_EPISODE_STEPS = 100_000
 
@@ -34,7 +32,7 @@ def run_episode(module, env, seed: int, group_names: Sequence[str]) -> dict[str,
     total, steps, by_group = 0.0, 0, {}
     last_info: dict = info
     for _ in range(MAX_EPISODE_STEPS):
-        obs, reward, terminated, truncated, info = env.step(rllib_adapter.greedy_action(module, obs))
+        obs, reward, terminated, truncated, info = env.step(rllib.greedy_action(module, obs))
         total += float(reward)
         steps += 1
         group = info.get("group")  # the group this decision concerned
@@ -65,13 +63,13 @@ def evaluate(algo, cfg: AllocationConfig, episodes: int, seeds: list[int] | None
             disjoint from the training seeds.
     Returns:
         DataFrame, one row per episode: ``episode``, ``seed``, ``return``, ``length``,
-        ``group/<name>/return`` and the env's ``episode_metrics`` (``fairness/dp``, ...).
+        ``group/<name>/return`` and the env's ``episode_metrics`` (``fairness/dp_score``, ...).
     """
     seeds = list(cfg.eval_seeds(episodes) if seeds is None else seeds)
     if len(seeds) != episodes:
         raise ValueError(f"seeds: got {len(seeds)} seeds for {episodes} episodes")
     env = scenarios.make(cfg.scenario, cfg.env_creator_config())
-    module = rllib_adapter.module_of(algo)
+    module = rllib.module_of(algo)
     names = group_names_of(env)
     try:
         rows = [{"episode": i, **run_episode(module, env, s, names)} for i, s in enumerate(seeds)]

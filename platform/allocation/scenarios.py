@@ -1,8 +1,10 @@
 """Scenario name -> env creator, one registry; every entry is also a Tune env name.
 
-The hospital simulators (:mod:`envs.hospital`) register lazily under their short names
-(``urban``, ``rural``, ``pediatric``, ``surge``) and their gym ids (``HospitalRural-v0``,
-...). Tests may register small envs with :func:`register_scenario`.
+Enumerated from the one scenario table, ``envs.hospital.SCENARIOS`` (envs/hospital/config.py):
+each hospital preset registers under its short name (``rural``) and its gym id
+(``HospitalRural-v0``, derived in :mod:`envs.hospital.registration`); the configurable
+``Hospital-v0`` is there too. Adding a preset to that table is all it takes to train, sweep
+and validate it. Tests may register small envs with :func:`register_scenario`.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ _HOSPITAL_LOADED = False
 
 def _hospital_creator(name: str) -> Callable[[dict], Any]:
     def create(env_config: dict | None = None):
-        import envs  # noqa: F401  (registers the gym ids)
         from envs.hospital import make_env
 
         return make_env(name, **dict(env_config or {}))
@@ -30,31 +31,33 @@ def _gym_creator(env_id: str) -> Callable[[dict], Any]:
     def create(env_config: dict | None = None):
         import gymnasium as gym
 
-        import envs  # noqa: F401
+        import envs.hospital.registration  # noqa: F401  (registers the gym ids)
 
         return gym.make(env_id, **dict(env_config or {}))
 
     return create
 
 
+def hospital_names() -> list[str]:
+    """The short names of the hospital presets, in table order (urban, rural, ...)."""
+    from envs.hospital import SCENARIOS as TABLE
+
+    return list(TABLE)
+
+
 def load_hospital_scenarios() -> None:
-    """Register the hospital scenarios (short names and gym ids) if ``envs.hospital`` exists."""
+    """Register every hospital preset (short name and gym id) and ``Hospital-v0`` once."""
     global _HOSPITAL_LOADED
     if _HOSPITAL_LOADED:
         return
-    try:
-        import envs  # noqa: F401
-        from envs.hospital import SCENARIOS as HOSPITAL
-    except ImportError:
-        return
-    _HOSPITAL_LOADED = True
-    import gymnasium as gym
+    from envs.hospital import registration
 
-    for short in HOSPITAL:
+    _HOSPITAL_LOADED = True
+    for short in hospital_names():
         if short not in SCENARIOS:
             SCENARIOS.register(short, _hospital_creator(short), help=f"hospital scenario {short!r}")
-    for env_id in gym.registry:
-        if env_id.startswith("Hospital") and env_id not in SCENARIOS:
+    for env_id in [*registration.IDS, registration.CONFIGURABLE_ID]:
+        if env_id not in SCENARIOS:
             SCENARIOS.register(env_id, _gym_creator(env_id), help=f"gym id {env_id}")
 
 

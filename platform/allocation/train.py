@@ -1,158 +1,56 @@
 """``python -m platform.train group-robust-ppo|ppo``: train, track, checkpoint, evaluate.
 
-The driver loop reads as named stages: config -> tracking -> Ray -> algorithm
-(-> resume) -> per iteration {train, metrics, log, checkpoint} -> evaluate -> report.
+Stages: config (:func:`parse_args`) -> tracking (and, with ``--resume``, the run to
+continue; none -> exit 2 before anything starts) -> Ray -> the allocation loop
+(:func:`platform.allocation.loop.train`) with an :class:`MlflowSink` -> report.
 """
 
 from __future__ import annotations
 
-import math
 import shutil
-import sys
 from pathlib import Path
 from platform import cli
 from platform.allocation.config import AllocationConfig
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from base import config as config_lib
+from base.errors import UsageError
 
-# result key in the learner -> metric name
-_LEARNER_KEYS = {
-    "robust_loss": "robust_loss", "group_gap": "group_gap", "ppo_total_loss": "loss/ppo",
-    "total_loss": "loss/total", "policy_loss": "loss/policy", "vf_loss": "loss/vf",
-    "entropy": "loss/entropy", "mean_kl_loss": "loss/kl",
-    "fairgrad_conflicts": "fairgrad/conflicts",
-}
-_ENV_PREFIXES = ("fairness/", "util/", "group/", "wait/", "patients/")
-TAG_CHECKPOINT = "equirl.checkpoint"
+if TYPE_CHECKING:  # the loop imports RLlib: keep ``--help`` and bad input fast
+    from platform.allocation.loop import Step
+
+TRACK = "allocation"
 TAG_CHECKPOINT_ITER = "equirl.checkpoint_iteration"
-
-
-# ------------------------------------------------------------------ the contract
-def build_algo_config(cfg: AllocationConfig):
-    """RLlib ``AlgorithmConfig`` for ``cfg``: GroupRobustPPO or PPO, restarts on, seeded."""
-    from platform.allocation import scenarios
-
-    from algorithms import rllib_adapter
-
-    env_name = scenarios.register_with_tune(cfg.scenario)
-    return rllib_adapter.build_ppo_config(
-        robust=cfg.algorithm == "group-robust-ppo", env=env_name,
-        env_config=cfg.env_creator_config(), seed=cfg.seed,
-        num_env_runners=cfg.num_env_runners, num_envs_per_env_runner=cfg.num_envs_per_env_runner,
-        train_batch_size=cfg.train_batch_size, minibatch_size=cfg.minibatch_size,
-        num_epochs=cfg.num_epochs, lr=cfg.lr, gamma=cfg.gamma, gae_lambda=cfg.gae_lambda,
-        clip_param=cfg.clip_param, entropy_coeff=cfg.entropy_coeff,
-        hidden_sizes=cfg.hidden_sizes, robust_lambda=cfg.robust_lambda,
-        robust_mode=cfg.robust_mode, fairgrad=cfg.fairgrad,
-    )
-
-
-def build_algo(cfg: AllocationConfig):
-    """Build the RLlib Algorithm of ``cfg`` (log dir under the storage root, never ~)."""
-    from platform.cluster import storage_root
-
-    from algorithms import rllib_adapter
-
-    return rllib_adapter.build_algo(build_algo_config(cfg), storage_root(), "allocation")
-
-
-def _scalar(value: Any) -> float | None:
-    try:
-        f = float(value)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
-
-
-def _rename_group(key: str, group_names: list[str] | None) -> str:
-    parts = key.split("/")
-    if group_names and len(parts) >= 3 and parts[0] == "group" and parts[1].isdigit():
-        i = int(parts[1])
-        if i < len(group_names):
-            parts[1] = str(group_names[i])
-    return "/".join(parts)
-
-
-def iteration_metrics(result: dict, group_names: list[str] | None = None) -> dict[str, float]:
-    """Flat, namespaced metrics of one ``algo.train()`` result.
-
-    Keys: ``training_iteration``, ``return_mean``, ``episode_len_mean``, ``env_steps_per_s``,
-    ``env_steps_total``, ``time/iteration_s``, ``robust_loss``, ``group_gap``, ``loss/...``,
-    ``group/<g>/objective|advantage|value_target|return``, and the env's episode metrics
-    (``fairness/dp|eo|wte|individual``, ``util/...``, ``group/<name>/...``, ``wait/...``).
-    Group ids become names when ``group_names`` is given. Non-finite values are dropped.
-    """
-    from algorithms import rllib_adapter as ra
-
-    out: dict[str, float] = {"training_iteration": float(ra.iteration_of(result))}
-    learner, runners = ra.learner_results(result), ra.env_runner_results(result)
-    for key, value in learner.items():
-        name = _LEARNER_KEYS.get(key) or (key if key.startswith("group/") else None)
-        if name and (v := _scalar(value)) is not None:
-            out[_rename_group(name, group_names)] = v
-    for key, value in runners.items():
-        if key.startswith(_ENV_PREFIXES) and (v := _scalar(value)) is not None:
-            out[_rename_group(key, group_names)] = v
-    for src, dst in (("episode_return_mean", "return_mean"), ("episode_len_mean", "episode_len_mean")):
-        if (v := _scalar(runners.get(src))) is not None:
-            out[dst] = v
-    seconds = _scalar(result.get("time_this_iter_s"))
-    steps = _scalar(ra.env_steps_this_iter(result))
-    if seconds and steps is not None:
-        out["env_steps_per_s"] = steps / seconds
-        out["time/iteration_s"] = seconds
-    out["env_steps_total"] = ra.env_steps_lifetime(result)
-    out["fault_tolerance/env_runner_restarts"] = float(ra.num_env_runner_restarts(result))
-    return out
-
-
-def mlflow_params(cfg: AllocationConfig) -> dict[str, Any]:
-    """The params a person compares across runs (not every flattened RLlib key)."""
-    robust = cfg.algorithm == "group-robust-ppo"
-    return {
-        "algorithm": cfg.algorithm, "scenario": cfg.scenario, "group_key": cfg.group_key,
-        "robust_lambda": cfg.robust_lambda if robust else 0.0,
-        "robust_mode": cfg.robust_mode if robust else "none", "seed": cfg.seed,
-        "fairgrad": cfg.fairgrad,
-        "iterations": cfg.iterations, "train_batch_size": cfg.train_batch_size,
-        "minibatch_size": cfg.minibatch_size, "num_epochs": cfg.num_epochs, "lr": cfg.lr,
-        "gamma": cfg.gamma, "num_env_runners": cfg.num_env_runners,
-        "hidden_sizes": ",".join(map(str, cfg.hidden_sizes)),
-    }
+# argparse dest -> AllocationConfig field
+FLAGS = {**cli.COMMON_FLAGS, "scenario": "scenario", "robust_lambda": "robust_lambda",
+         "robust_mode": "robust_mode", "group_key": "group_key",
+         "num_env_runners": "num_env_runners", "run_name": "run_name"}
 
 
 # ------------------------------------------------------------------------ the CLI
 def parse_args(algorithm: str, argv: list[str]):
     """``argv`` -> ``(AllocationConfig, argparse.Namespace)``; bad input -> UsageError."""
+    from platform.allocation import scenarios
+
     p = cli.parser(f"python -m platform.train {algorithm}",
                    "Train a hospital-allocation policy with RLlib; one MLflow run.\n"
-                   "Precedence: defaults < --config < --set < flags. Fields:\n" + _field_help())
+                   "Precedence: defaults < --config < --set < flags.", AllocationConfig)
     cli.add_common_train_options(p)
     g = p.add_argument_group("allocation options")
-    g.add_argument("--scenario", help="urban, rural, pediatric, surge (or a gym id)")
+    g.add_argument("--scenario", help=f"one of: {', '.join(scenarios.names())}")
     g.add_argument("--lambda", dest="robust_lambda", type=float, help="robust weight λ in [0, 1]")
     g.add_argument("--mode", dest="robust_mode", help="gap or worst_group")
     g.add_argument("--group-key", dest="group_key", help="e.g. age_group or age_group+sex")
     g.add_argument("--num-env-runners", dest="num_env_runners", type=int)
     g.add_argument("--run-name", dest="run_name", help="MLflow run name (also what --resume finds)")
     args = p.parse_args(argv)
-    data: dict[str, Any] = config_lib.load_yaml(args.config) if args.config else {}
-    data = config_lib.deep_merge(data, config_lib.parse_overrides(args.overrides))
-    for name in ("seed", "iterations", "scenario", "robust_lambda", "robust_mode", "group_key",
-                 "num_env_runners", "run_name"):
-        if getattr(args, name, None) is not None:
-            data[name] = getattr(args, name)
-    data["algorithm"] = algorithm
-    return config_lib.build(AllocationConfig, data), args
+    return cli.config_from_args(AllocationConfig, args, FLAGS, fixed={"algorithm": algorithm}), args
 
 
-def _field_help() -> str:
-    return config_lib.help_text(AllocationConfig)
-
-
-def _find_resumable(exp_id: str, run_name: str) -> tuple[str, str] | None:
+def find_resumable(exp_id: str, run_name: str) -> tuple[str, str] | None:
     """Latest run named ``run_name`` with a checkpoint tag -> ``(run_id, checkpoint)``."""
+    from platform.tracking import TAG_CHECKPOINT
+
     import mlflow
 
     runs = mlflow.MlflowClient().search_runs(
@@ -165,86 +63,97 @@ def _find_resumable(exp_id: str, run_name: str) -> tuple[str, str] | None:
     return None
 
 
-def _checkpoint(algo, cfg: AllocationConfig, iteration: int) -> str:
-    from platform.cluster import storage_root
+# ----------------------------------------------------------------------- the sink
+class MlflowSink:
+    """Results to the active MLflow run; checkpoints to ``root/iter_<n>`` (only the latest
+    is kept), tagged on the run (``equirl.checkpoint``), which is what ``--resume`` finds."""
 
-    import mlflow
+    def __init__(self, cfg: AllocationConfig, root: Path, run_id: str,
+                 resume_from: str | None = None):
+        self.cfg, self.root, self.run_id, self.resume_from = cfg, root, run_id, resume_from
+        self.checkpoint_path: str | None = resume_from
 
-    from algorithms import rllib_adapter
+    def last_logged(self) -> int:
+        from platform import tracking
 
-    root = Path(cfg.checkpoint_dir or storage_root() / "allocation" / cfg.name)
-    path = rllib_adapter.save_checkpoint(algo, root / f"iter_{iteration:06d}")
-    mlflow.set_tags({TAG_CHECKPOINT: path, TAG_CHECKPOINT_ITER: str(iteration)})
-    for old in root.glob("iter_*"):
-        if old.name != Path(path).name:
-            shutil.rmtree(old, ignore_errors=True)
-    return path
+        return tracking.last_logged_step(self.run_id, "training_iteration") or 0
+
+    def restore(self, algo) -> None:
+        from platform.allocation import rllib
+
+        if self.resume_from:
+            rllib.restore_checkpoint(algo, self.resume_from)
+
+    def emit(self, step: Step, algo) -> None:
+        from platform import tracking
+        from platform.allocation.evaluate import summarize
+
+        import mlflow
+
+        if not step.replayed:  # after a hard kill an iteration may be logged already
+            tracking.log_metrics(step.metrics, step=step.iteration)
+        if step.evaluation is not None:
+            tracking.log_metrics(summarize(step.evaluation), step=step.iteration)
+            mlflow.log_text(step.evaluation.to_csv(index=False), "eval/episodes.csv")
+        print(progress(step, self.cfg.iterations), flush=True)
+        if step.checkpoint:
+            self.checkpoint_path = self._save(algo, step.iteration)
+
+    def _save(self, algo, iteration: int) -> str:
+        from platform.allocation import rllib
+        from platform.tracking import TAG_CHECKPOINT
+
+        import mlflow
+
+        path = rllib.save_checkpoint(algo, self.root / f"iter_{iteration:06d}")
+        mlflow.set_tags({TAG_CHECKPOINT: path, TAG_CHECKPOINT_ITER: str(iteration)})
+        for old in self.root.glob("iter_*"):
+            if old.name != Path(path).name:
+                shutil.rmtree(old, ignore_errors=True)
+        return path
 
 
-def _progress(m: dict[str, float], total: int) -> str:
+def progress(step: Step, total: int) -> str:
+    """One line per iteration: return, group gap, the DP score (higher is fairer), steps/s."""
+    m: dict[str, Any] = step.metrics
+
     def f(key: str, fmt: str) -> str:
         return format(m[key], fmt) if key in m else "-"
 
-    return (f"iter {int(m['training_iteration']):>4}/{total}  return {f('return_mean', '9.3f')}"
-            f"  group_gap {f('group_gap', '8.4f')}  fairness/dp {f('fairness/dp', '6.3f')}"
+    return (f"iter {step.iteration:>4}/{total}  return {f('return_mean', '9.3f')}"
+            f"  group_gap {f('group_gap', '8.4f')}"
+            f"  fairness/dp_score {f('fairness/dp_score', '6.3f')}"
             f"  {f('env_steps_per_s', '7.0f')} steps/s")
 
 
 def main(algorithm: str, argv: list[str]) -> int:
     cfg, args = parse_args(algorithm, argv)
     from platform import tracking
-
-    uri, exp_id = tracking.setup(args.tracking_uri, args.experiment)
-    from platform.cluster import init_ray
-
-    init_ray()
-    from platform.allocation import evaluate as evaluation
-    from platform.allocation import scenarios
+    from platform.allocation import loop
+    from platform.cluster import checkpoint_root, init_ray
 
     import mlflow
 
-    from algorithms import rllib_adapter
-
-    with scenarios.make(cfg.scenario, cfg.env_creator_config()) as probe:
-        group_names = evaluation.group_names_of(probe)
-    resume = _find_resumable(exp_id, cfg.name) if args.resume else None
+    uri, exp_id = tracking.setup(args.tracking_uri, args.experiment)
+    experiment = args.experiment or tracking.DEFAULT_EXPERIMENT
+    resume = find_resumable(exp_id, cfg.name) if args.resume else None
     if args.resume and resume is None:
-        print(f"--resume: no checkpointed run named {cfg.name!r}; starting fresh", file=sys.stderr)
-    algo = build_algo(cfg)
-    try:
-        if resume:
-            rllib_adapter.restore_checkpoint(algo, resume[1])
-        with tracking.tracked_run(run_name=cfg.name, run_id=resume[0] if resume else None,
-                                  tags={"equirl.algorithm": cfg.algorithm}) as run:
-            if not resume:
-                mlflow.log_params(mlflow_params(cfg))
-            last = tracking.last_logged_step(run.info.run_id, "training_iteration") or 0
-            iteration = algo.iteration
-            while iteration < cfg.iterations:
-                result = algo.train()
-                metrics = iteration_metrics(result, group_names)
-                iteration = int(metrics["training_iteration"])
-                if cfg.num_env_runners and not rllib_adapter.env_steps_this_iter(result) > 0:
-                    print(f"iteration {iteration}: no samples (an env runner is restarting); "
-                          "waiting for it", file=sys.stderr, flush=True)
-                    rllib_adapter.wait_for_env_runners(algo)
-                if iteration > last:  # after a hard kill an iteration may be logged already
-                    tracking.log_metrics(metrics, step=iteration)
-                print(_progress(metrics, cfg.iterations), flush=True)
-                if cfg.checkpoint_every and iteration % cfg.checkpoint_every == 0:
-                    _checkpoint(algo, cfg, iteration)
-            path = _checkpoint(algo, cfg, iteration)
-            if cfg.eval_episodes:
-                df = evaluation.evaluate(algo, cfg, cfg.eval_episodes, cfg.eval_seeds())
-                tracking.log_metrics(evaluation.summarize(df), step=iteration)
-                mlflow.log_text(df.to_csv(index=False), "eval/episodes.csv")
-            _report(uri, exp_id, run.info.run_id, path)
-    finally:
-        algo.stop()
+        raise UsageError(f"--resume: no run named {cfg.name!r} with a checkpoint in experiment "
+                         f"{experiment!r}; start it without --resume (or pass its --run-name)")
+    init_ray()
+    root = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else checkpoint_root(
+        TRACK, experiment, cfg.name)
+    with tracking.tracked_run(run_name=cfg.name, run_id=resume[0] if resume else None,
+                              tags=tracking.run_tags(TRACK, cfg.algorithm)) as run:
+        if not resume:
+            mlflow.log_params(config_lib.tracked_params(cfg))
+        sink = MlflowSink(cfg, root, run.info.run_id, resume[1] if resume else None)
+        loop.train(cfg, sink)
+        _report(uri, exp_id, run.info.run_id, sink.checkpoint_path)
     return 0
 
 
-def _report(uri: str, exp_id: str, run_id: str, checkpoint: str) -> None:
+def _report(uri: str, exp_id: str, run_id: str, checkpoint: str | None) -> None:
     print(f"\nMLflow run {run_id} (experiment {exp_id}) in {uri}")
     print(f"checkpoint: {checkpoint}")
     print(f"open the UI: make ui   (or: mlflow ui --backend-store-uri {uri} --host 127.0.0.1)")

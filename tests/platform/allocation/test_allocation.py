@@ -1,86 +1,28 @@
 """platform.allocation in-process: config validation, metrics, evaluation, train/resume.
 
-A tiny two-group env (defined here) stands in for the hospital simulators so these tests
-stay fast; the CLI tests in test_allocation_cli.py run the real simulators.
+A tiny two-group env (toy_allocation.py) stands in for the hospital simulators so these
+tests stay fast; the CLI tests in test_allocation_cli.py run the real simulators.
 """
 
 from __future__ import annotations
 
-import sys
-from platform.allocation import scenarios
 from platform.allocation.config import AllocationConfig
 
-import gymnasium as gym
 import numpy as np
 import pytest
+from toy_allocation import TOY, register_toy, toy_config
 
-from base.config import build
+from base.config import fields_of, tracked_params
 from base.errors import ConfigError
-
-TOY = "toy-two-group"
-
-
-class ToyHospital(gym.Env):
-    """Two groups (75% / 25% of arrivals); action 1 helps group 0, action 0 helps group 1.
-
-    ``info["group"]`` every step; ``info["episode_metrics"]`` at the last step with a
-    treatment-rate demographic-parity gap, like the hospital simulators.
-    """
-
-    def __init__(self, group_key: str = "age_group", horizon: int = 16, **_):
-        self.horizon = horizon
-        self.group_names = ["young", "old"]
-        self.observation_space = gym.spaces.Box(-1.0, 1.0, (3,), np.float32)
-        self.action_space = gym.spaces.Discrete(2)
-
-    def _arrive(self):
-        self.g = int(self.np_random.random() < 0.25)
-        obs = np.zeros(3, np.float32)
-        obs[self.g], obs[2] = 1.0, self.np_random.uniform(-1, 1)
-        return obs, {"group": self.g, "n_groups": 2}
-
-    def reset(self, *, seed=None, options=None):
-        super().reset(seed=seed)
-        self.t, self.treated, self.seen = 0, np.zeros(2), np.zeros(2)
-        return self._arrive()
-
-    def step(self, action):
-        g = self.g
-        self.seen[g] += 1
-        self.treated[g] += int(action)
-        reward = float(int(action) == (1 - g)) * (1.0 if g == 0 else 0.5)
-        self.t += 1
-        obs, _ = self._arrive()
-        info = {"group": g, "n_groups": 2}  # the group this decision concerned
-        done = self.t >= self.horizon
-        if done:
-            rates = self.treated / np.maximum(self.seen, 1)
-            info["episode_metrics"] = {
-                "fairness/dp": float(abs(rates[0] - rates[1])),
-                "group/young/treat_rate": float(rates[0]),
-                "group/old/treat_rate": float(rates[1]),
-            }
-        return obs, reward, False, done, info
-
-
-def _toy_creator(env_config):
-    return ToyHospital(**env_config)
 
 
 @pytest.fixture(scope="module")
 def toy(ray_session):
-    import cloudpickle
-
-    cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    scenarios.register_scenario(TOY, _toy_creator, help="test env")
-    return TOY
+    return register_toy()
 
 
 def _cfg(**kw) -> AllocationConfig:
-    base = dict(scenario=TOY, num_env_runners=0, train_batch_size=128, minibatch_size=64,
-                num_epochs=2, iterations=2, eval_episodes=3, checkpoint_every=1,
-                hidden_sizes=[16])
-    return build(AllocationConfig, {**base, **kw})
+    return toy_config(**kw)
 
 
 # ----------------------------------------------------------------------- validation
@@ -105,20 +47,29 @@ def test_unknown_field_lists_allowed(toy):
 
 
 def test_mlflow_params_are_the_comparable_few(toy):
-    from platform.allocation.train import mlflow_params
-
-    params = mlflow_params(_cfg(robust_lambda=0.2, robust_mode="worst_group"))
+    """MLflow params = tracked_params(cfg): config fields only (never the flattened RLlib
+    config), no local paths or run names; λ/mode of a plain-PPO run are 0.0/none."""
+    params = tracked_params(_cfg(robust_lambda=0.2, robust_mode="worst_group"))
     assert params["algorithm"] == "group-robust-ppo" and params["scenario"] == TOY
-    assert params["robust_lambda"] == 0.2 and params["robust_mode"] == "worst_group"
-    assert len(params) <= 20
-    ppo = mlflow_params(_cfg(algorithm="ppo", robust_lambda=0.2))
-    assert ppo["robust_lambda"] == 0.0 and ppo["robust_mode"] == "none"
+    assert params["robust_lambda"] == "0.2" and params["robust_mode"] == "worst_group"
+    assert set(params) <= {f.name for f in fields_of(AllocationConfig)}
+    assert not {"checkpoint_dir", "run_name"} & set(params)
+    assert {"seed", "eval_seed_base", "hidden_sizes"} <= set(params)
+    ppo = tracked_params(_cfg(algorithm="ppo", robust_lambda=0.2))
+    assert ppo["robust_lambda"] == "0.0" and ppo["robust_mode"] == "none"
+
+
+def test_config_robust_modes_are_the_math_ones():
+    from platform.allocation import config
+
+    from algorithms import group_robust
+
+    assert config.ROBUST_MODES == group_robust.ROBUST_MODES
 
 
 def test_build_algo_config_is_seeded_with_restarts(toy):
-    from platform.allocation.train import build_algo_config
-
-    from algorithms.group_robust_ppo import GroupRobustPPOConfig
+    from platform.allocation.loop import build_algo_config
+    from platform.allocation.rllib import GroupRobustPPOConfig
 
     algo_cfg = build_algo_config(_cfg(seed=3, robust_lambda=0.4))
     assert isinstance(algo_cfg, GroupRobustPPOConfig)
@@ -130,7 +81,7 @@ def test_build_algo_config_is_seeded_with_restarts(toy):
 # ------------------------------------------------------------- metrics + evaluation
 @pytest.fixture(scope="module")
 def trained(toy):
-    from platform.allocation.train import build_algo
+    from platform.allocation.loop import build_algo
 
     cfg = _cfg(seed=1)
     algo = build_algo(cfg)
@@ -140,12 +91,12 @@ def trained(toy):
 
 
 def test_iteration_metrics_are_namespaced(trained):
-    from platform.allocation.train import iteration_metrics
+    from platform.allocation.loop import iteration_metrics
 
     _, _, results = trained
     m = iteration_metrics(results[-1], ["young", "old"])
     assert m["training_iteration"] == 2.0
-    for key in ("robust_loss", "group_gap", "return_mean", "env_steps_per_s", "fairness/dp",
+    for key in ("robust_loss", "group_gap", "return_mean", "env_steps_per_s", "fairness/dp_score",
                 "group/young/objective", "group/old/objective", "group/young/advantage",
                 "group/young/return", "group/old/return", "group/old/treat_rate", "loss/policy"):
         assert key in m, key
@@ -164,20 +115,22 @@ def test_evaluate_rows_seeds_and_determinism(trained):
     df = evaluate(algo, cfg, 3, [cfg.eval_seed_base + i for i in range(3)])
     assert list(df["episode"]) == [0, 1, 2]
     assert list(df["seed"]) == cfg.eval_seeds(3) and min(df["seed"]) >= cfg.seed + 10_000
-    assert {"return", "length", "fairness/dp", "group/young/return"} <= set(df.columns)
+    assert {"return", "length", "fairness/dp_score", "group/young/return"} <= set(df.columns)
     assert (df["length"] == 16).all()
     assert df["return"].to_numpy() == pytest.approx(
         df.filter(regex=r"^group/.*/return$").sum(axis=1).to_numpy())
     again = evaluate(algo, cfg, 3, cfg.eval_seeds(3))
     assert df.equals(again)
     other = evaluate(algo, cfg, 3, [cfg.eval_seed_base + 100 + i for i in range(3)])
-    assert not df["fairness/dp"].equals(other["fairness/dp"]) or not df["return"].equals(other["return"])
+    assert not df["fairness/dp_score"].equals(other["fairness/dp_score"]) \
+        or not df["return"].equals(other["return"])
 
 
 # ------------------------------------------------------------------ train + resume
 @pytest.mark.timeout(300)
 def test_main_logs_each_iteration_once_and_resume_continues(toy, mlflow_uri, tmp_path, capsys):
-    from platform.allocation.train import TAG_CHECKPOINT, main
+    from platform.allocation.train import main
+    from platform.tracking import TAG_CHECKPOINT
 
     import mlflow
 
@@ -205,3 +158,25 @@ def test_main_logs_each_iteration_once_and_resume_continues(toy, mlflow_uri, tmp
         assert sorted(steps) == [1, 2, 3], key
     iters = [m.value for m in client.get_metric_history(run.info.run_id, "training_iteration")]
     assert sorted(iters) == [1.0, 2.0, 3.0]
+
+
+def test_resume_without_a_checkpointed_run_is_usage_error(toy, mlflow_uri, monkeypatch, capsys):
+    """--resume with nothing to resume: exit 2 before any MLflow run or Ray exists."""
+    from platform import cluster
+    from platform.allocation.train import main
+    from platform.cli import run_main
+
+    import mlflow
+
+    def no_ray(*args, **kwargs):
+        raise AssertionError("Ray must not start")
+
+    monkeypatch.setattr(cluster, "init_ray", no_ray)
+    argv = ["--tracking-uri", mlflow_uri, "--experiment", "alloc-none", "--scenario", TOY,
+            "--run-name", "never-ran", "--resume"]
+    assert run_main(lambda a: main("group-robust-ppo", a), argv) == 2
+    err = capsys.readouterr().err
+    assert "--resume: no run named 'never-ran' with a checkpoint" in err
+    client = mlflow.MlflowClient(mlflow_uri)
+    exp = client.get_experiment_by_name("alloc-none")
+    assert exp is None or client.search_runs([exp.experiment_id]) == []

@@ -51,11 +51,14 @@ def _bad_cases(tmp_path: Path, free_port: int) -> dict[str, tuple[list[str], str
         "unknown-field": (["ppo", "--set", "lamda=0.1"], "lamda: unknown field; allowed: .*robust_lambda"),
         "tracking": (["ppo", "--tracking-uri", f"http://127.0.0.1:{free_port}"],
                      f"--tracking-uri: cannot reach MLflow server http://127.0.0.1:{free_port}"),
+        "resume": (["group-robust-ppo", "--resume", "--run-name", "never-ran"],
+                   "--resume: no run named 'never-ran' with a checkpoint"),
     }
 
 
 @pytest.mark.parametrize("case", ["algorithm", "scenario", "lambda", "iterations", "mode",
-                                  "config-missing", "config-invalid", "unknown-field", "tracking"])
+                                  "config-missing", "config-invalid", "unknown-field", "tracking",
+                                  "resume"])
 def test_bad_input_exit_2_clear_message_no_run(repo_root, run_env, tmp_path, free_port, case):
     import re
 
@@ -77,10 +80,10 @@ def test_bad_input_exit_2_clear_message_no_run(repo_root, run_env, tmp_path, fre
 def test_env_runner_killed_mid_training_run_completes(ray_session):
     """SIGKILL the only remote env runner: Ray restarts it, RLlib takes it back, and the
     iteration count goes on without a gap (iterations while it restarts sample nothing)."""
+    from platform.allocation import rllib
     from platform.allocation.config import AllocationConfig
-    from platform.allocation.train import build_algo, iteration_metrics
+    from platform.allocation.loop import build_algo, iteration_metrics
 
-    from algorithms import rllib_adapter
     from base.config import build
 
     cfg = build(AllocationConfig, dict(scenario="rural", num_env_runners=1, train_batch_size=200,
@@ -88,16 +91,16 @@ def test_env_runner_killed_mid_training_run_completes(ray_session):
     algo = build_algo(cfg)
     try:
         results = [algo.train()]
-        (pid,) = rllib_adapter.remote_env_runner_pids(algo)
+        (pid,) = rllib.remote_env_runner_pids(algo)
         os.kill(pid, signal.SIGKILL)
         results.append(algo.train())  # notices the failure
-        assert rllib_adapter.wait_for_env_runners(algo, timeout_s=240)
+        assert rllib.wait_for_env_runners(algo, timeout_s=240)
         results += [algo.train() for _ in range(2)]
-        new_pids = rllib_adapter.remote_env_runner_pids(algo)
+        new_pids = rllib.remote_env_runner_pids(algo)
     finally:
         algo.stop()
     iterations = [iteration_metrics(r)["training_iteration"] for r in results]
     assert iterations == [1.0, 2.0, 3.0, 4.0]
     assert len(new_pids) == 1 and new_pids[0] != pid
-    assert max(rllib_adapter.num_env_runner_restarts(r) for r in results) >= 1
-    assert all(rllib_adapter.env_steps_this_iter(r) >= cfg.train_batch_size for r in results[-2:])
+    assert max(rllib.num_env_runner_restarts(r) for r in results) >= 1
+    assert all(rllib.env_steps_this_iter(r) >= cfg.train_batch_size for r in results[-2:])

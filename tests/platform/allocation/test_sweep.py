@@ -8,13 +8,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-
-import pandas as pd
-import pytest
-
 from platform import report as R
 from platform import sweep as S
 from platform.cli import run_main
+
+import pandas as pd
+import pytest
 
 TINY = ["--set", "train_batch_size=200", "--set", "minibatch_size=100", "--set", "num_epochs=1",
         "--set", "hidden_sizes=[16]", "--set", "env_config.max_decisions=50"]
@@ -81,7 +80,7 @@ def test_mini_sweep_end_to_end_with_report(ray_session, mlflow_uri, tmp_path):
     eval_seeds = set()
     for k in kids:
         assert k.info.status == "FINISHED"
-        assert {"eval/return", "eval/fairness/dp", "group_gap", "iteration"} <= set(k.data.metrics)
+        assert {"eval/return", "eval/fairness/dp_score", "group_gap", "iteration"} <= set(k.data.metrics)
         assert [m.step for m in client.get_metric_history(k.info.run_id, "iteration")] == [1]
         ep = pd.read_parquet(client.download_artifacts(k.info.run_id, R.EPISODES_ARTIFACT, str(tmp_path)))
         assert len(ep) == 2 and ep["return"].mean() == pytest.approx(k.data.metrics["eval/return"])
