@@ -20,7 +20,7 @@ import time
 
 
 def _measure(algos: dict, iterations: int) -> dict[str, dict[str, float]]:
-    from algorithms import rllib_adapter
+    from platform.allocation import rllib
 
     for algo in algos.values():  # warm-up
         algo.train()
@@ -32,7 +32,7 @@ def _measure(algos: dict, iterations: int) -> dict[str, dict[str, float]]:
             start = time.perf_counter()
             result = algo.train()
             seconds[name] += time.perf_counter() - start
-            steps[name] += rllib_adapter.env_steps_this_iter(result)
+            steps[name] += rllib.env_steps_this_iter(result)
             learner[name].append(float(result["timers"]["learner_update_timer"]))
     return {k: {"env_steps": steps[k], "seconds": seconds[k],
                 "env_steps_per_s": steps[k] / seconds[k],
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     from platform.allocation.config import AllocationConfig
-    from platform.allocation.train import build_algo
+    from platform.allocation.loop import build_algo
     from platform.cluster import init_ray
 
     from base.config import build
