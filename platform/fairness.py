@@ -6,7 +6,9 @@
 Reads a parquet or CSV table, forms intersectional groups from the ``--sensitive`` columns
 (``white&male``), and prints per-group metrics and between-group gaps. Binary and multiclass
 labels are supported (binary: positive class = ``--pos-label`` or the larger label; multiclass:
-one-vs-rest per class, averaged with equal class weight; see ``fairness.clinical``).
+one-vs-rest per class, averaged with equal class weight). Every number comes from the
+``fairness`` package (``fairness.clinical`` report, ``fairness.scores`` differences,
+``fairness.frame.MetricFrame`` per-group selection rate and AUROC, ``fairness.bootstrap``).
 
 JSON keys (``--json``): ``demographic_parity_difference``, ``equalized_odds_difference``,
 ``equal_opportunity_difference`` (fairlearn's definitions; multiclass: mean over classes of the
@@ -135,7 +137,10 @@ def evaluate(df, label: str, pred: str, sensitive: list[str], score: str | None 
     """All numbers the CLI prints, as a JSON-able dict (see the module docstring)."""
     import pandas as pd
 
-    from fairness import clinical as cm
+    from fairness.clinical import GROUP_METRICS, clinical_fairness_report
+    from fairness.frame import MetricFrame
+    from fairness.groups import Groups, group_codes, resolve_average
+    from fairness.scores import DIFFERENCES, fairlearn_differences
 
     if not sensitive:
         raise UsageError("--sensitive: give at least one column")
@@ -149,7 +154,7 @@ def evaluate(df, label: str, pred: str, sensitive: list[str], score: str | None 
         if sens[c].isna().any():
             raise UsageError(f"--sensitive: column {c!r} has {int(sens[c].isna().sum())} "
                              "missing values (fill them, e.g. with 'missing')")
-    codes, names = cm.group_codes(sens, sensitive)
+    codes, names = group_codes(sens, sensitive)
     if len(names) < 2:
         raise UsageError(f"--sensitive: {','.join(sensitive)} has only one group "
                          f"({names[0] if names else 'none'}); need at least two")
@@ -158,7 +163,7 @@ def evaluate(df, label: str, pred: str, sensitive: list[str], score: str | None 
     if labels is not None and pd.api.types.is_numeric_dtype(y_true):
         classes = [_num(x) if _num(x) is not None else x for x in labels]
     pos = None if pos_label is None else _match_label(pos_label, classes)
-    mode, _ = cm.resolve_average(average, list(classes), pos)
+    mode, _ = resolve_average(average, list(classes), pos)
     if mode == "binary" and pos is None:
         pos = classes[-1]
 
@@ -166,16 +171,19 @@ def evaluate(df, label: str, pred: str, sensitive: list[str], score: str | None 
     big = counts[codes] >= min_group_size
     attr = "&".join(sensitive)
     group_col = pd.DataFrame({attr: np.asarray(names, dtype=object)[codes]})
-    report = cm.clinical_fairness_report(yt, yp, group_col, labels=classes,
-                                         min_group_size=min_group_size, ci=ci, n_boot=n_boot,
-                                         seed=seed, average=mode, pos_label=pos)
+    report = clinical_fairness_report(yt, yp, group_col, labels=classes,
+                                      min_group_size=min_group_size, ci=ci, n_boot=n_boot,
+                                      seed=seed, average=mode, pos_label=pos)
     out: dict[str, Any] = {}
     if int((counts >= min_group_size).sum()) >= 2:
-        out.update(cm.fairlearn_differences(yt[big], yp[big], codes[big], labels=classes,
-                                            average=mode, pos_label=pos))
+        out.update(fairlearn_differences(yt[big], yp[big], codes[big], labels=classes,
+                                         average=mode, pos_label=pos))
     else:
-        out.update(dict.fromkeys(("demographic_parity_difference", "equalized_odds_difference",
-                                  "equal_opportunity_difference"), float("nan")))
+        out.update(dict.fromkeys(DIFFERENCES, float("nan")))
+    groups = Groups(codes, names)
+    selection = (MetricFrame("selection_rate", groups, y_true=yt, y_pred=yp,
+                             params={"labels": classes, "average": "binary", "pos_label": pos})
+                 .group_values("selection_rate") if mode == "binary" else None)
     for key, rkey in _FROM_REPORT.items():
         out[key] = report[f"fairness/{rkey}"]
     out["f1"], out["accuracy"] = report["overall/f1"], report["overall/accuracy"]
@@ -185,14 +193,13 @@ def evaluate(df, label: str, pred: str, sensitive: list[str], score: str | None 
             by_group[g] = {"too_small": True, "n": int(counts[gi])}
             continue
         pre = f"fairness/by_group/{attr}={g}"
-        by_group[g] = {s: report[f"{pre}/{s}"] for s in cm.GROUP_METRICS}
+        by_group[g] = {s: report[f"{pre}/{s}"] for s in GROUP_METRICS}
         by_group[g]["n"] = int(counts[gi])
-        m = codes == gi
-        by_group[g]["selection_rate"] = float(
-            np.mean(yp[m] == pos) if mode == "binary" else float("nan"))
+        by_group[g]["selection_rate"] = (float(selection[gi]) if selection is not None
+                                         else float("nan"))
     if score is not None:
-        _add_auroc(out, by_group, _column(df, score, "--score"), yt, pos, mode, codes, names,
-                   counts, min_group_size)
+        _add_auroc(out, by_group, _column(df, score, "--score"), yt, pos, mode, groups,
+                   min_group_size)
     out.update({"by_group": by_group, "too_small": report["too_small"], "n": len(yt),
                 "groups": len(names), "classes": [_clean(c) for c in classes],
                 "average": mode, "sensitive": list(sensitive),
@@ -202,23 +209,22 @@ def evaluate(df, label: str, pred: str, sensitive: list[str], score: str | None 
     return _clean(out)
 
 
-def _add_auroc(out, by_group, score, yt, pos, mode, codes, names, counts, min_group_size):
-    from sklearn.metrics import roc_auc_score
+def _add_auroc(out, by_group, score, yt, pos, mode, groups, min_group_size):
+    """AUROC overall and per group (registered ``auroc``), ``auroc_gap`` = their difference."""
+    from fairness.frame import MetricFrame
 
     if mode != "binary":
         raise UsageError("--score: AUROC needs binary labels (use --average binary)")
     if score.isna().any() or not np.issubdtype(score.to_numpy().dtype, np.number):
         raise UsageError("--score: expected a numeric column without missing values")
-    s = score.to_numpy(dtype=float)
-    t = (yt == pos).astype(int)
-    out["auroc"] = float(roc_auc_score(t, s)) if 0 < t.sum() < len(t) else float("nan")
-    vals = []
-    for gi, g in enumerate(names):
-        m = codes == gi
-        if counts[gi] >= min_group_size and 0 < t[m].sum() < m.sum():
-            by_group[g]["auroc"] = float(roc_auc_score(t[m], s[m]))
-            vals.append(by_group[g]["auroc"])
-    out["auroc_gap"] = float(max(vals) - min(vals)) if len(vals) >= 2 else float("nan")
+    frame = MetricFrame("auroc", groups, min_group_size=min_group_size,
+                        y_true=(yt == pos).astype(int), y_score=score.to_numpy(dtype=float))
+    out["auroc"] = frame.overall["auroc"]
+    for gi, g in enumerate(groups.names):
+        value = frame.values("auroc")[gi]
+        if np.isfinite(value):  # reportable, with both classes
+            by_group[g]["auroc"] = float(value)
+    out["auroc_gap"] = frame.difference()["auroc"]
 
 
 def _cis(report, attr, yt, yp, codes, big, classes, mode, pos, n_boot, seed) -> dict:
@@ -232,50 +238,19 @@ def _cis(report, attr, yt, yp, codes, big, classes, mode, pos, n_boot, seed) -> 
     return ci
 
 
-def fairlearn_diffs_fast(yt_c: np.ndarray, yp_c: np.ndarray, g: np.ndarray, n_groups: int,
-                         K: int, mode: str, pos: int | None) -> dict[str, float]:
-    """fairlearn's DP / EO / equal-opportunity differences from confusion counts (codes in)."""
-    cmat = np.bincount((g * K + yt_c) * K + yp_c, minlength=n_groups * K * K).reshape(
-        n_groups, K, K).astype(float)
-    n = cmat.sum((1, 2))
-    keep = n > 0
-    res = {"demographic_parity_difference": [], "equalized_odds_difference": [],
-           "equal_opportunity_difference": []}
-    for c in ([pos] if mode == "binary" else range(K)):
-        tp = cmat[keep, c, c]
-        pred = cmat[keep, :, c].sum(1)
-        true = cmat[keep, c, :].sum(1)
-        fp, fn = pred - tp, true - tp
-        tn = n[keep] - tp - fp - fn
-        with np.errstate(divide="ignore", invalid="ignore"):
-            sel, tpr, fpr = pred / n[keep], tp / (tp + fn), fp / (fp + tn)
-        gap = lambda v: float(np.nanmax(v) - np.nanmin(v)) if np.isfinite(v).any() else np.nan
-        res["demographic_parity_difference"].append(gap(sel))
-        res["equalized_odds_difference"].append(max(gap(tpr), gap(fpr)))
-        res["equal_opportunity_difference"].append(gap(tpr))
-    return {k: float(np.mean(v)) for k, v in res.items()}
-
-
 def fairlearn_bootstrap(yt, yp, codes, classes, mode, pos, n_boot, seed) -> dict[str, list]:
-    index = {c: i for i, c in enumerate(classes)}
-    yt_c = np.array([index[v] for v in yt.tolist()], dtype=np.int64)
-    yp_c = np.array([index[v] for v in yp.tolist()], dtype=np.int64)
-    pos_c = None if pos is None else index[pos]
+    """Percentile bootstrap (rows; seed + 1) of fairlearn's three differences."""
+    from fairness.bootstrap import bootstrap_ci
+    from fairness.groups import encode_labels
+    from fairness.scores import differences_from_codes
+
+    yt_c, yp_c, _ = encode_labels(yt, yp, classes)
+    pos_c = None if pos is None else list(classes).index(pos)
     _, g = np.unique(codes, return_inverse=True)
-    G, K = int(g.max()) + 1 if g.size else 0, len(classes)
-    rng = np.random.default_rng(seed + 1)
-    draws: dict[str, list[float]] = {}
-    for _ in range(n_boot):
-        i = rng.integers(0, len(yt), len(yt))
-        for k, v in fairlearn_diffs_fast(yt_c[i], yp_c[i], g[i], G, K, mode, pos_c).items():
-            draws.setdefault(k, []).append(v)
-    out = {}
-    for k, v in draws.items():
-        a = np.asarray(v)
-        a = a[np.isfinite(a)]
-        if a.size >= max(10, n_boot // 2):
-            out[k] = [float(np.percentile(a, 2.5)), float(np.percentile(a, 97.5))]
-    return out
+    G, K = (int(g.max()) + 1 if g.size else 0), len(classes)
+    cis = bootstrap_ci(lambda t, p, gg: differences_from_codes(t, p, gg, G, K, mode, pos_c),
+                       yt_c, yp_c, g, n_resamples=n_boot, seed=seed + 1, vectorized=True)
+    return {k: [low, high] for k, (low, high) in cis.items()}
 
 
 def format_text(res: dict[str, Any]) -> str:

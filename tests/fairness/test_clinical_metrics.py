@@ -11,14 +11,30 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
 
-from fairness.clinical import (
-    HEADLINE,
-    clinical_fairness_report,
-    fairlearn_differences,
-    fast_group_metrics,
-    metricframe_group_metrics,
-)
 from base.errors import UsageError
+from fairness.clinical import GROUP_METRICS, HEADLINE, clinical_fairness_report, fast_group_metrics
+from fairness.confusion import rates_from_confusion
+from fairness.metrics import METRICS
+from fairness.scores import fairlearn_differences
+
+
+def metricframe_group_metrics(yt, yp, g, n_groups, K, mode="macro", pos=None):
+    """Reference for :func:`fast_group_metrics`: the per-group confusion matrices from
+    fairlearn's ``MetricFrame`` and sklearn's ``confusion_matrix`` (not ``np.bincount``)."""
+    from fairlearn.metrics import MetricFrame
+    from sklearn.metrics import confusion_matrix
+
+    labels = list(range(K))
+
+    def cm(y_true, y_pred):
+        return confusion_matrix(y_true, y_pred, labels=labels)
+
+    mf = MetricFrame(metrics={"cm": cm}, y_true=yt, y_pred=yp,
+                     sensitive_features=pd.Series(g, name="group"))
+    mats = np.zeros((n_groups, K, K))
+    for gi, mat in mf.by_group["cm"].items():
+        mats[int(gi)] = mat
+    return rates_from_confusion(mats, {m: METRICS.get(m) for m in GROUP_METRICS}, mode, pos)
 
 
 @pytest.fixture(scope="module")

@@ -179,13 +179,13 @@ def test_ci_too_small_and_text(cohort_files, capsys):
 
 
 def test_fast_bootstrap_path_equals_fairlearn(cohort_files):
-    from platform.fairness import fairlearn_diffs_fast
+    from fairness.scores import differences_from_codes
 
     _, df, label, sensitive = cohort_files["support2"]
     ref = _fairlearn_reference(df, label, sensitive)
     codes = pd.factorize(df[sensitive[0]] + "&" + df[sensitive[1]])[0]
-    fast = fairlearn_diffs_fast(df[label].to_numpy(), df["pred"].to_numpy(), codes,
-                                int(codes.max()) + 1, 2, "binary", 1)
+    fast = differences_from_codes(df[label].to_numpy(), df["pred"].to_numpy(), codes,
+                                  int(codes.max()) + 1, 2, "binary", 1)
     for k, v in fast.items():
         assert abs(v - ref[k]) <= TOL
 

@@ -90,10 +90,10 @@ def test_info_and_metric_keys_exact():
     m = info["episode_metrics"]
     assert list(m) == metric_keys(names)
     assert {
-        "fairness/dp",
-        "fairness/eo",
-        "fairness/wte",
-        "fairness/individual",
+        "fairness/dp_score",
+        "fairness/eo_score",
+        "fairness/wte_score",
+        "fairness/individual_score",
         "util/general",
         "util/icu",
         "util/pediatric",
@@ -221,7 +221,7 @@ def test_deferring_everyone_costs_lives_and_admitting_saves_them():
     assert d["patients/admitted"] == 0 and d["patients/deteriorated"] > 0 and d["patients/died"] > 0
     assert a["patients/admitted"] > 50
     assert d["patients/died"] / d["patients/arrived"] > a["patients/died"] / a["patients/arrived"]
-    assert d["fairness/dp"] == 1.0  # nobody treated: parity holds trivially
+    assert d["fairness/dp_score"] == 1.0  # nobody treated: parity holds trivially
 
 
 def test_surge_and_maintenance_change_capacity():

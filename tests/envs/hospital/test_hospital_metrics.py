@@ -50,11 +50,11 @@ def test_hand_computed_values():
     m = episode_metrics(log)
     assert list(m) == metric_keys(["a", "b"])
     p = 4 / 6  # overall treat rate
-    assert m["fairness/dp"] == pytest.approx(1 - max(abs(0.75 - p), abs(0.5 - p)))
+    assert m["fairness/dp_score"] == pytest.approx(1 - max(abs(0.75 - p), abs(0.5 - p)))
     ps = 3 / 4  # overall success among treated
-    assert m["fairness/eo"] == pytest.approx(1 - max(abs(1 - ps), abs(0 - ps)))
+    assert m["fairness/eo_score"] == pytest.approx(1 - max(abs(1 - ps), abs(0 - ps)))
     means = np.array([2.0, 6.0])
-    assert m["fairness/wte"] == pytest.approx(1 - means.std() / means.mean())
+    assert m["fairness/wte_score"] == pytest.approx(1 - means.std() / means.mean())
     assert m["group/a/mean_wait"] == 2.0 and m["group/b/treat_rate"] == 0.5
     assert m["group/a/success_rate"] == 1.0 and m["group/b/n"] == 2.0
     assert m["wait/critical/a"] == 3.0 and m["wait/routine/b"] == 6.0 and m["wait/urgent/a"] == 0.0
@@ -65,14 +65,15 @@ def test_hand_computed_values():
 def test_perfectly_fair_episode_scores_one():
     log = make_log([0, 1, 0, 1], [0, 0, 1, 1], [1, 1, 0, 0], [1, 1, 0, 0], [3, 3, 5, 5])
     m = episode_metrics(log)
-    assert m["fairness/dp"] == 1.0 and m["fairness/eo"] == 1.0 and m["fairness/wte"] == 1.0
+    assert m["fairness/dp_score"] == 1.0 and m["fairness/eo_score"] == 1.0
+    assert m["fairness/wte_score"] == 1.0
 
 
 def test_empty_group_is_left_out_and_reported_zero():
     log = make_log([0, 0], [0, 1], [1, 0], [1, 0], [1, 2], names=("a", "b", "c"))
     m = episode_metrics(log)
     assert m["group/c/n"] == 0.0 and m["group/c/mean_wait"] == 0.0
-    assert m["fairness/dp"] == 1.0 and m["fairness/wte"] == 1.0
+    assert m["fairness/dp_score"] == 1.0 and m["fairness/wte_score"] == 1.0
 
 
 def slow_individual(severity, acuity, treated, k=5):

@@ -75,9 +75,10 @@ def test_random_configs_keep_invariants(cfg, seed, policy):
             assert list(m) == metric_keys(env.group_names)
             assert all(np.isfinite(v) for v in m.values())
             assert all(
-                0 <= m[k] <= 1 for k in ("fairness/dp", "fairness/eo", "fairness/individual")
+                0 <= m[k] <= 1
+                for k in ("fairness/dp_score", "fairness/eo_score", "fairness/individual_score")
             )
-            assert m["fairness/wte"] <= 1
+            assert m["fairness/wte_score"] <= 1
             episodes += 1
             obs, info = env.reset()
     assert episodes >= 1
