@@ -61,16 +61,20 @@ class MetricSpec:
     score_of_one: bool = False
 
 
-# envs.hospital.metrics defines all four as scores in [0, 1], higher is fairer:
+# envs.hospital.metrics defines all four as scores in [0, 1], higher is fairer (``*_score``):
 # DP = 1 - max |treatment rate(g) - overall|, EO = 1 - max |success|treated(g) - overall|,
 # WTE = 1 - CV(mean wait by group), individual = 1 - mean |treated_i - kNN neighbours|.
 REQUIRED = (
     MetricSpec(RETURN_KEY, "return", "higher", "efficiency"),
-    MetricSpec("eval/fairness/dp", "DP", "higher", "fairness", score_of_one=True),
-    MetricSpec("eval/fairness/eo", "EO", "higher", "fairness", score_of_one=True),
-    MetricSpec("eval/fairness/wte", "WTE", "higher", "fairness", score_of_one=True),
-    MetricSpec("eval/fairness/individual", "individual", "higher", "fairness", score_of_one=True),
+    MetricSpec("eval/fairness/dp_score", "DP", "higher", "fairness", score_of_one=True),
+    MetricSpec("eval/fairness/eo_score", "EO", "higher", "fairness", score_of_one=True),
+    MetricSpec("eval/fairness/wte_score", "WTE", "higher", "fairness", score_of_one=True),
+    MetricSpec("eval/fairness/individual_score", "individual", "higher", "fairness",
+               score_of_one=True),
 )
+#: the names these scores had before issue 12 (same values): sweeps logged then still report
+LEGACY_KEYS = {f"eval/fairness/{k}": f"eval/fairness/{k}_score"
+               for k in ("dp", "eo", "wte", "individual")}
 
 
 def optional_specs(columns) -> list[MetricSpec]:
@@ -135,7 +139,11 @@ def load_trials(client, exp_id: str, parent_id: str) -> pd.DataFrame:
         row = {"run_id": r.info.run_id, "status": r.info.status,
                "scenario": p.get(PARAM_SCENARIO), "lambda": _float(p.get(PARAM_LAMBDA)),
                "seed": p.get(PARAM_SEED)}
-        row.update(r.data.metrics)
+        metrics = dict(r.data.metrics)
+        for legacy, key in LEGACY_KEYS.items():
+            if legacy in metrics:
+                metrics.setdefault(key, metrics.pop(legacy))
+        row.update(metrics)
         rows.append(row)
     return pd.DataFrame(rows)
 

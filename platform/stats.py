@@ -1,9 +1,11 @@
 """Statistics for sweep reports: summaries, bootstrap CIs, Welch tests, corrections, effect sizes.
 
-Thin, pure wrappers over scipy and statsmodels (no hand-rolled resampling or p-values):
+Thin, pure wrappers over scipy, statsmodels and the project's one bootstrap
+(``fairness.bootstrap``, whose resampling unit here is a seed; its draws equal
+``scipy.stats.bootstrap(..., method="percentile", paired=False)``):
 
 * :func:`summarize` -- mean, std (ddof=1) and a 95% bootstrap CI of the mean over seeds
-  (``scipy.stats.bootstrap``, percentile method: with 2-5 seeds BCa is degenerate).
+  (percentile method: with 2-5 seeds BCa is degenerate).
 * :func:`welch` -- Welch's t-test (``scipy.stats.ttest_ind(equal_var=False)``).
 * :func:`adjust` -- Bonferroni / Holm corrections (``statsmodels.stats.multitest.multipletests``).
 * :func:`cohens_d` -- standardized mean difference with the pooled (ddof=1) standard deviation.
@@ -18,12 +20,13 @@ family-wise correction. All inputs are 1-D samples (one value per seed).
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 from scipy import stats as sps
+
+from fairness.bootstrap import bootstrap_ci
 
 Direction = Literal["higher", "lower"]
 
@@ -57,10 +60,6 @@ def _as_sample(values) -> np.ndarray:
     return arr
 
 
-def _rng(seed: int | None) -> np.random.Generator:
-    return np.random.default_rng(0 if seed is None else seed)
-
-
 def _bootstrap_ci(data: tuple[np.ndarray, ...], statistic, *, confidence: float,
                   n_resamples: int, seed: int | None) -> tuple[float, float]:
     """Percentile bootstrap CI of ``statistic(*samples, axis)`` (independent resampling).
@@ -73,14 +72,11 @@ def _bootstrap_ci(data: tuple[np.ndarray, ...], statistic, *, confidence: float,
     point = float(statistic(*data, axis=-1))
     if all(np.ptp(d) == 0 for d in data):
         return (point, point)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # DegenerateDataWarning on near-constant samples
-        res = sps.bootstrap(
-            data, statistic, n_resamples=n_resamples, confidence_level=confidence,
-            method="percentile", vectorized=True, paired=False, random_state=_rng(seed),
-        )
-    # Non-finite bounds (e.g. a resampled baseline mean of 0 in a ratio) are reported as such.
-    return (float(res.confidence_interval.low), float(res.confidence_interval.high))
+    # Non-finite draws (e.g. a resampled baseline mean of 0 in a ratio) give non-finite
+    # bounds, reported as such (as scipy does).
+    return bootstrap_ci(statistic, *data, n_resamples=n_resamples, confidence=confidence,
+                        seed=0 if seed is None else seed, paired=False, vectorized=True,
+                        nan_policy="propagate")
 
 
 def _mean(x, axis=-1):

@@ -29,17 +29,16 @@ option value) exits 2 before any MLflow run is created.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import time
-from dataclasses import dataclass, field
-from platform.cli import add_common_train_options, parser, run_main
+from dataclasses import dataclass
+from platform.cli import add_common_train_options, config_from_args, parser, run_main
 from typing import Any, Literal
 
 import numpy as np
 
-from base.config import build, deep_merge, load_yaml, parse_overrides
+from base.config import option
 from base.errors import UsageError, require
 
 DATASETS = ("actg175", "support2", "kidney")
@@ -47,36 +46,36 @@ DATASETS = ("actg175", "support2", "kidney")
 ALIASES = {"gender": ("gender", "sex"), "sex": ("sex", "gender"), "race": ("race",),
            "age_band": ("age_band",)}
 METRICS = ("auroc", "eod", "equalized_odds_difference", "demographic_parity_difference")
+#: argparse dest -> config field (--iterations is an alias of --epochs: see main)
+FLAGS = {"dataset": "dataset", "sensitive": "sensitive", "epochs": "epochs", "seed": "seed",
+         "fairness_loss": "fairness_loss", "bootstrap": "bootstrap"}
 
 
 @dataclass
 class TabularConfig:
-    dataset: Literal["actg175", "support2", "kidney"] = "actg175"
-    """cohort name (envs.cohorts)"""
-    sensitive: list[str] = field(default_factory=lambda: ["race", "gender"])
-    """sensitive attributes (race, gender/sex, age_band); one fairness loss each"""
-    epochs: int = 30
-    """training epochs for each of the two models"""
-    hidden: int = 64
-    """width of the two hidden layers"""
-    lr: float = 1e-3
-    """Adam learning rate"""
-    batch_size: int = 256
-    """minibatch size (fairness surrogates are computed per minibatch)"""
-    fairness_loss: Literal["eo", "dp", "eo+dp"] = "eo"
-    """surrogate per sensitive attribute: equalized odds, demographic parity, or their sum"""
-    fairness_weight: float = 1.0
-    """scale of each fairness objective before its gradient is taken"""
-    test_size: float = 0.3
-    """fraction of patients held out for evaluation (stratified by label x groups)"""
-    bootstrap: int = 1000
-    """bootstrap resamples of the test set for the CIs (0 = no CIs)"""
-    confidence: float = 0.95
-    """CI level"""
-    seed: int = 0
-    """seed for the split, the initialisation, batch order and FairGrad's projection order"""
+    """``fairgrad-classifier``: an MLP on a real cohort, trained with and without FairGrad."""
+
+    dataset: str = option("actg175", f"cohort (envs.cohorts): {', '.join(DATASETS)}")
+    sensitive: list[str] = option(["race", "gender"], "sensitive attributes (race, gender/sex, "
+                                  "age_band); one fairness loss each")
+    epochs: int = option(30, "training epochs for each of the two models")
+    hidden: int = option(64, "width of the two hidden layers")
+    lr: float = option(1e-3, "Adam learning rate")
+    batch_size: int = option(256, "minibatch size (fairness surrogates are computed per minibatch)")
+    fairness_loss: Literal["eo", "dp", "eo+dp"] = option(
+        "eo", "surrogate per sensitive attribute: equalized odds, demographic parity, or their sum")
+    fairness_weight: float = option(1.0, "scale of each fairness objective before its gradient "
+                                    "is taken")
+    test_size: float = option(0.3, "fraction of patients held out for evaluation (stratified by "
+                              "label x groups)")
+    bootstrap: int = option(1000, "bootstrap resamples of the test set for the CIs (0 = no CIs)")
+    confidence: float = option(0.95, "CI level")
+    seed: int = option(0, "seed for the split, the initialisation, batch order and FairGrad's "
+                       "projection order")
 
     def __post_init__(self):
+        require(self.dataset in DATASETS, "dataset",
+                f"unknown dataset {self.dataset!r}; allowed: {', '.join(DATASETS)}")
         require(self.epochs >= 1, "epochs", f"must be >= 1, got {self.epochs}")
         require(self.hidden >= 1, "hidden", f"must be >= 1, got {self.hidden}")
         require(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
@@ -237,77 +236,63 @@ def predict(model, x: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------- metrics
-def point_metrics(y: np.ndarray, score: np.ndarray, sensitive) -> dict[str, float]:
-    """AUROC + fairlearn's EOD / equalized-odds / DP differences (``sensitive``: (n, A) frame)."""
-    from fairlearn.metrics import (
-        demographic_parity_difference,
-        equal_opportunity_difference,
-        equalized_odds_difference,
-    )
-    from sklearn.metrics import roc_auc_score
+def tabular_metrics(y: np.ndarray, score: np.ndarray, codes: np.ndarray, n_groups: int) -> dict:
+    """AUROC and fairlearn's EOD / equalized-odds / DP differences of ``p >= 0.5`` decisions.
 
-    pred = (score >= 0.5).astype(int)
-    return {
-        "auroc": float(roc_auc_score(y, score)),
-        "eod": float(equal_opportunity_difference(y, pred, sensitive_features=sensitive)),
-        "equalized_odds_difference": float(
-            equalized_odds_difference(y, pred, sensitive_features=sensitive)),
-        "demographic_parity_difference": float(
-            demographic_parity_difference(y, pred, sensitive_features=sensitive)),
-    }
+    y (0/1), score, codes (intersectional group codes): shape (..., n), leading axes being
+    bootstrap resamples -> floats or arrays of shape (...,). All from the ``fairness``
+    package (``auroc``, ``differences_from_codes``): binary numbers equal fairlearn's; a group
+    absent from a resample is left out, a present group without positives (negatives) has
+    TPR (FPR) 0, as in fairlearn.
+    """
+    from fairness.metrics import auroc
+    from fairness.scores import differences_from_codes
+
+    pred = (np.asarray(score) >= 0.5).astype(np.int64)
+    d = differences_from_codes(y, pred, codes, n_groups, 2, "binary", 1)
+    return {"auroc": auroc(y, score), "eod": d["equal_opportunity_difference"],
+            "equalized_odds_difference": d["equalized_odds_difference"],
+            "demographic_parity_difference": d["demographic_parity_difference"]}
+
+
+def point_metrics(y: np.ndarray, score: np.ndarray, sensitive) -> dict[str, float]:
+    """:func:`tabular_metrics` over the intersection of the columns of ``sensitive`` (n, A)."""
+    from fairness.groups import Groups
+
+    groups = Groups.of(sensitive)
+    return {k: float(v) for k, v in tabular_metrics(y, score, groups.codes, len(groups)).items()}
 
 
 def batch_metrics(y: np.ndarray, score: np.ndarray, codes: np.ndarray, idx: np.ndarray) -> dict:
-    """Vectorised metrics of B resamples: ``idx`` shape (B, n) -> dict of arrays of shape (B,).
-
-    Same definitions as :func:`point_metrics` (``idx = arange(n)[None]`` reproduces fairlearn);
-    ``codes`` (n,) are intersectional group codes. Rates of a group absent from a resample
-    (or without positives/negatives) are skipped when taking the max - min.
-    """
-    from scipy.stats import rankdata
-
-    yy, ss, gg = y[idx], score[idx], codes[idx]
-    pp = ss >= 0.5
-    n1 = yy.sum(1)
-    n0 = yy.shape[1] - n1
-    ranks = rankdata(ss, axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        auroc = ((ranks * yy).sum(1) - n1 * (n1 + 1) / 2) / (n1 * n0)
-        sel, tpr, fpr = [], [], []
-        for k in np.unique(codes):
-            m = gg == k
-            pos, neg = m & (yy == 1), m & (yy == 0)
-            sel.append((pp & m).sum(1) / m.sum(1))
-            tpr.append((pp & pos).sum(1) / pos.sum(1))
-            fpr.append((pp & neg).sum(1) / neg.sum(1))
-
-    def rng(rates):
-        r = np.stack(rates, 1)
-        return np.nanmax(r, 1) - np.nanmin(r, 1)
-
-    eod = rng(tpr)
-    return {"auroc": auroc, "eod": eod, "equalized_odds_difference": np.maximum(eod, rng(fpr)),
-            "demographic_parity_difference": rng(sel)}
+    """:func:`tabular_metrics` of B resamples: ``idx`` shape (B, n) -> arrays of shape (B,)."""
+    return tabular_metrics(y[idx], score[idx], codes[idx], int(codes.max()) + 1)
 
 
 def evaluate(y, score, sensitive, cfg: TabularConfig) -> dict[str, float]:
-    """Point metrics (fairlearn) + percentile bootstrap CIs, intersectional and per attribute."""
+    """Point metrics + percentile bootstrap CIs (``fairness.bootstrap``, resampling test
+    patients), over the intersection of all columns and per attribute."""
+    from fairness.bootstrap import bootstrap_ci
+    from fairness.groups import Groups
+
+    # "" = intersection of all columns, "<col>/" = that attribute alone
+    sets = {"": Groups.of(sensitive)}
+    sets.update({f"{c}/": Groups.of(sensitive[[c]]) for c in sensitive.columns})
+    sizes = [len(g) for g in sets.values()]
+
+    def statistic(yy, ss, *codes):
+        return {prefix + name: v for prefix, c, G in zip(sets, codes, sizes)
+                for name, v in tabular_metrics(yy, ss, c, G).items()}
+
+    codes = [g.codes for g in sets.values()]
+    point = statistic(y, score, *codes)
+    cis = bootstrap_ci(statistic, y, score, *codes, n_resamples=cfg.bootstrap,
+                       confidence=cfg.confidence, seed=cfg.seed,
+                       vectorized=True) if cfg.bootstrap else {}
     out: dict[str, float] = {}
-    cols = [None] + list(sensitive.columns)  # None = intersection of all columns
-    rng = np.random.default_rng(cfg.seed)
-    idx = rng.integers(0, len(y), size=(cfg.bootstrap, len(y))) if cfg.bootstrap else None
-    alpha = (1 - cfg.confidence) / 2
-    for col in cols:
-        frame = sensitive if col is None else sensitive[[col]]
-        prefix = "" if col is None else f"{col}/"
-        point = point_metrics(y, score, frame)
-        codes = np.unique(frame.astype(str).agg("|".join, axis=1).to_numpy(), return_inverse=True)[1]
-        boot = batch_metrics(y, score, codes, idx) if idx is not None else {}
-        for name in METRICS:
-            out[prefix + name] = point[name]
-            if name in boot:
-                lo, hi = np.nanquantile(boot[name], [alpha, 1 - alpha])
-                out[f"{prefix}{name}/ci_low"], out[f"{prefix}{name}/ci_high"] = float(lo), float(hi)
+    for key, value in point.items():
+        out[key] = float(value)
+        if key in cis:
+            out[f"{key}/ci_low"], out[f"{key}/ci_high"] = cis[key]
     return out
 
 
@@ -356,26 +341,22 @@ def format_table(results: dict[str, Any], cfg: TabularConfig) -> str:
 
 
 def build_config(args) -> TabularConfig:
-    data: dict[str, Any] = load_yaml(args.config) if args.config else {}
-    flags = {"dataset": args.dataset, "sensitive": args.sensitive, "epochs": args.epochs,
-             "seed": args.seed, "fairness_loss": args.fairness_loss, "bootstrap": args.bootstrap}
-    if args.iterations is not None:
-        flags["epochs"] = flags["epochs"] if flags["epochs"] is not None else args.iterations
-    data = deep_merge(data, {k: v for k, v in flags.items() if v is not None})
-    data = deep_merge(data, parse_overrides(args.overrides))
-    if "dataset" in data and data["dataset"] not in DATASETS:
-        raise UsageError(f"--dataset: unknown dataset {data['dataset']!r}; allowed: {', '.join(DATASETS)}")
-    cfg = build(TabularConfig, data)
+    """defaults < --config < --set < flags (``platform.cli``); --epochs wins over --iterations."""
+    if getattr(args, "epochs", None) is None:
+        args.epochs = getattr(args, "iterations", None)
+    cfg = config_from_args(TabularConfig, args, flags=FLAGS)
     cfg.sensitive = resolve_sensitive(cfg.dataset, cfg.sensitive)
     return cfg
 
 
 def main(algorithm: str, argv: list[str]) -> int:
-    p = parser(f"python -m platform.train {algorithm}", __doc__.split("\n\n")[0])
-    p.add_argument("--dataset", default=None, help=f"cohort: {', '.join(DATASETS)} (default actg175)")
+    p = parser(f"python -m platform.train {algorithm}", __doc__.split("\n\n")[0], TabularConfig)
+    p.add_argument("--dataset", default=None,
+                   help=f"cohort: {', '.join(DATASETS)} (default actg175)")
     p.add_argument("--sensitive", default=None,
                    help="comma-separated sensitive columns, e.g. race,gender (default race,gender)")
-    p.add_argument("--epochs", type=int, default=None, help="epochs per model (default 30)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="epochs per model (default 30; --iterations is an alias)")
     p.add_argument("--fairness-loss", default=None, help="eo, dp or eo+dp (default eo)")
     p.add_argument("--bootstrap", type=int, default=None, help="bootstrap resamples (default 1000)")
     add_common_train_options(p)
@@ -386,13 +367,14 @@ def main(algorithm: str, argv: list[str]) -> int:
 
     from platform import tracking
 
+    from base.config import tracked_params
+
     tracking.setup(args.tracking_uri, args.experiment)
     import mlflow
 
-    with tracking.tracked_run(run_name=f"{algorithm}/{cfg.dataset}",
-                              tags={"algorithm": algorithm, "dataset": cfg.dataset}) as run:
-        mlflow.log_params({k: (",".join(v) if isinstance(v, list) else v)
-                           for k, v in dataclasses.asdict(cfg).items()})
+    tags = tracking.run_tags("tabular", algorithm, dataset=cfg.dataset)
+    with tracking.tracked_run(run_name=f"{algorithm}/{cfg.dataset}", tags=tags) as run:
+        mlflow.log_params(tracked_params(cfg))
         results = run_and_log(cfg)
         print(format_table(results, cfg))
         print(f"mlflow run {run.info.run_id}")

@@ -23,7 +23,9 @@ def sweep_store(tmp_path_factory):
     # Same store (one MLflow schema migration per module): a sweep lacking two metrics and an
     # experiment without a sweep, for the bad-input cases.
     make_sweep(uri, "thin", scenarios=("urban",), lambdas=(0.0, 0.3), seeds=2,
-               drop_metrics=("eval/fairness/eo", "eval/fairness/wte"))
+               drop_metrics=("eval/fairness/eo_score", "eval/fairness/wte_score"))
+    make_sweep(uri, "legacy", scenarios=("urban",), lambdas=(0.0, 0.3), seeds=2,
+               legacy_names=True)
     import mlflow
 
     mlflow.MlflowClient(uri).create_experiment("empty")
@@ -64,12 +66,12 @@ def test_report_files_tables_and_plots(built):
 def test_report_detects_real_effect_and_says_null_is_not_significant(built):
     out, _, _ = built
     comp = pd.read_csv(out / "comparisons.csv")
-    urban_dp = comp[(comp.scenario == "urban") & (comp.key == "eval/fairness/dp")
+    urban_dp = comp[(comp.scenario == "urban") & (comp.key == "eval/fairness/dp_score")
                     & np.isclose(comp["lambda"], 0.5)].iloc[0]
     # DP score 0.8 -> 0.875: unfairness 0.2 -> 0.125 (+37.5% in expectation), large d
     assert urban_dp.verdict == "significantly better"
     s = pd.read_csv(out / "summary.csv")
-    cell = s[(s.scenario == "urban") & (s.key == "eval/fairness/dp")].set_index("lambda")["mean"]
+    cell = s[(s.scenario == "urban") & (s.key == "eval/fairness/dp_score")].set_index("lambda")["mean"]
     assert urban_dp.change_pct == pytest.approx(100 * (cell[0.5] - cell[0.0]) / (1 - cell[0.0]))
     assert 20 < urban_dp.change_pct < 55
     assert urban_dp.change_ci_low <= urban_dp.change_pct <= urban_dp.change_ci_high
@@ -119,9 +121,22 @@ def test_runs_lacking_metrics_are_named(sweep_store, tmp_path, capsys):
                              "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err
     assert code == 2
-    assert "eval/fairness/eo (missing in 4 of 4 runs)" in err and "eval/fairness/wte" in err
-    assert "eval/fairness/dp" not in err
+    assert "eval/fairness/eo_score (missing in 4 of 4 runs)" in err and "eval/fairness/wte_score" in err
+    assert "eval/fairness/dp_score" not in err
     assert not (tmp_path / "o").exists()
+
+
+def test_sweep_logged_under_the_old_score_names_still_reports(sweep_store, tmp_path):
+    """Runs from before the rename log ``eval/fairness/dp`` ...: read as ``..._score``."""
+    import mlflow
+
+    uri, _, _ = sweep_store
+    client = mlflow.MlflowClient(uri)
+    res = R.build_report(client, "legacy", tmp_path / "o", log_to_parent=False)
+    assert res["trials"] == 4
+    summary = pd.read_csv(tmp_path / "o" / "summary.csv")
+    assert {s.key for s in R.REQUIRED} <= set(summary["key"])
+    assert not summary["key"].isin(list(R.LEGACY_KEYS)).any()
 
 
 def test_baseline_lambda_not_in_sweep(sweep_store, tmp_path, capsys):

@@ -20,8 +20,12 @@ GROUPS = ("child", "adult", "senior")
 
 def make_sweep(uri: str, experiment: str, *, scenarios=("urban", "rural"), lambdas=(0.0, 0.3),
                seeds=4, iterations=3, episodes=6, drop_metrics=(), duplicate_step=True,
-               rng_seed=0) -> dict:
-    """Create one sweep (parent run + scenarios × λ × seeds child runs). Returns ids."""
+               rng_seed=0, legacy_names=False) -> dict:
+    """Create one sweep (parent run + scenarios × λ × seeds child runs). Returns ids.
+
+    ``legacy_names``: log the fairness scores under their names before issue 12
+    (``eval/fairness/dp`` ...), as sweeps run before the rename did.
+    """
     import mlflow
     from mlflow.entities import Metric, Param, RunTag
 
@@ -61,14 +65,17 @@ def make_sweep(uri: str, experiment: str, *, scenarios=("urban", "rural"), lambd
                        for g, w in waits.items()}})
                 summary = {
                     R.RETURN_KEY: float(ep["return"].mean()),
-                    "eval/fairness/dp": 0.8 + 0.15 * lam * effect + rng.normal(0, 0.01),
-                    "eval/fairness/eo": 0.9 + 0.05 * lam * effect + rng.normal(0, 0.01),
-                    "eval/fairness/wte": 0.6 + 0.3 * lam * effect + rng.normal(0, 0.02),
-                    "eval/fairness/individual": 0.95 + rng.normal(0, 0.005),
+                    "eval/fairness/dp_score": 0.8 + 0.15 * lam * effect + rng.normal(0, 0.01),
+                    "eval/fairness/eo_score": 0.9 + 0.05 * lam * effect + rng.normal(0, 0.01),
+                    "eval/fairness/wte_score": 0.6 + 0.3 * lam * effect + rng.normal(0, 0.02),
+                    "eval/fairness/individual_score": 0.95 + rng.normal(0, 0.005),
                     "eval/util/beds": 0.8 + rng.normal(0, 0.02),
                     **{f"eval/group/{g}/mean_wait": float(ep[f"group/{g}/mean_wait"].mean())
                        for g in GROUPS},
                 }
+                if legacy_names:
+                    rename = {new: old for old, new in R.LEGACY_KEYS.items()}
+                    summary = {rename.get(k, k): v for k, v in summary.items()}
                 ms += [Metric(k, v, ts, iterations) for k, v in summary.items()
                        if k not in drop_metrics]
                 client.log_batch(rid, metrics=ms, params=[

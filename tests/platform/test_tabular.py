@@ -33,6 +33,22 @@ def test_vectorised_bootstrap_metrics_equal_fairlearn_at_the_identity_resample()
     point = point_metrics(y, score, s)
     for name, value in point.items():
         assert boot[name][0] == pytest.approx(value, abs=1e-9), name
+    # and the point metrics are fairlearn's / sklearn's own numbers
+    from fairlearn.metrics import (
+        demographic_parity_difference,
+        equal_opportunity_difference,
+        equalized_odds_difference,
+    )
+    from sklearn.metrics import roc_auc_score
+
+    pred = (score >= 0.5).astype(int)
+    ref = {"auroc": roc_auc_score(y, score),
+           "eod": equal_opportunity_difference(y, pred, sensitive_features=s),
+           "equalized_odds_difference": equalized_odds_difference(y, pred, sensitive_features=s),
+           "demographic_parity_difference": demographic_parity_difference(
+               y, pred, sensitive_features=s)}
+    for name, value in ref.items():
+        assert point[name] == pytest.approx(value, abs=1e-12), name
 
 
 def _max_attr_eo(y, pred, groups):
@@ -98,6 +114,9 @@ def test_cli_trains_both_models_and_logs_to_mlflow(repo_root, run_env, mlflow_ur
             assert 0.0 <= m[f"{arm}/{name}/ci_low"] <= m[f"{arm}/{name}/ci_high"] <= 1.0
     assert m["delta/eod"] == pytest.approx(m["fairgrad/eod"] - m["baseline/eod"], abs=1e-9)
     assert run.data.params["dataset"] == "kidney" and run.data.params["sensitive"] == "race,sex"
+    tags = run.data.tags
+    assert (tags["equirl.track"], tags["equirl.algorithm"], tags["equirl.dataset"]) == (
+        "tabular", "fairgrad-classifier", "kidney")
     assert len(client.get_metric_history(run.info.run_id, "fairgrad/train/task_loss")) == 3
 
 
@@ -110,6 +129,31 @@ def test_unknown_dataset_exits_2_from_the_real_entry_point(repo_root, run_env, m
     assert proc.returncode == 2, proc.stderr
     assert "allowed: actg175, support2, kidney" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_config_precedence_and_iterations_alias(tmp_path):
+    """defaults < --config < --set < flags; --iterations sets epochs unless --epochs is given;
+    the MLflow params are the tracked config fields."""
+    import argparse
+
+    from base.config import tracked_params
+    from platform.tabular import build_config
+
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("epochs: 4\nhidden: 8\nlr: 0.01\n")
+
+    def build(**flags):
+        ns = dict(config=str(cfg_file), overrides=["hidden=16"], dataset="kidney", sensitive=None,
+                  epochs=None, iterations=None, seed=None, fairness_loss=None, bootstrap=None)
+        return build_config(argparse.Namespace(**{**ns, **flags}))
+
+    cfg = build()
+    assert (cfg.epochs, cfg.hidden, cfg.lr, cfg.dataset) == (4, 16, 0.01, "kidney")
+    assert cfg.sensitive == ["race", "sex"]  # gender -> the cohort's sex column
+    assert build(iterations=7).epochs == 7
+    assert build(epochs=3, iterations=7).epochs == 3
+    params = tracked_params(build(seed=5))
+    assert params["seed"] == "5" and params["sensitive"] == "race,sex" and params["hidden"] == "16"
 
 
 @pytest.mark.parametrize("args,needle", [
