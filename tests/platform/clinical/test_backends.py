@@ -13,6 +13,7 @@ from pathlib import Path
 from platform.clinical import backends
 from platform.clinical.backends import BACKENDS, BackendSpec, spec
 from platform.clinical.config import ClinicalConfig
+from platform.clinical.generation import WorkerImpl
 
 import pytest
 
@@ -61,6 +62,17 @@ def test_specs_build_their_backend_arguments():
     assert spec("hf").engine_kwargs(with_model, "/m", 3)["answer_letters"] == ""
 
 
+class FakeBackend:
+    def __init__(self, model_path: str, n: int):
+        self.model_path, self.n = model_path, n
+
+    def generate(self, req):
+        raise NotImplementedError
+
+    def load_weights(self, named_tensors) -> None:
+        self.loaded = list(named_tensors)
+
+
 @pytest.fixture
 def fake_backend():
     """A test-registered backend whose spec differs from both real ones in every answer."""
@@ -72,11 +84,12 @@ def fake_backend():
             raise ConfigError("rollout.num_workers", "fake backend: at most 3")
 
     fake = BackendSpec(
-        name="fake", backend=object, worker=object,
+        name="fake", backend=FakeBackend, worker=WorkerImpl,
         engine_kwargs=lambda cfg, model_path, n: {"model_path": model_path, "n": n},
         supports_broadcast=True, tensor_parallel=lambda r: 3,
         tensor_parallel_field="rollout.fake.parallel", validate=validate,
-        preflight=lambda cfg, path: calls.append(f"preflight {path}"))
+        preflight=lambda cfg, path: calls.append(f"preflight {path}"),
+        runtime_env=lambda env: {**(env or {}), "env_vars": {"FAKE": "1"}})
     BACKENDS.register("fake", fake)
     yield fake, calls
     BACKENDS._entries.pop("fake")
@@ -108,6 +121,25 @@ def test_driver_side_code_asks_the_spec(fake_backend):
     # preflight runs the spec's checks
     backends.preflight(cfg, "/model")
     assert calls[-1] == "preflight /model"
+
+
+def test_pool_and_worker_build_what_the_spec_names(fake_backend):
+    from platform.clinical.rollout import RolloutPool
+
+    worker = WorkerImpl("fake", {"model_path": "/m", "n": 2})  # the actor body, without Ray
+    assert isinstance(worker.backend, FakeBackend) and worker.backend.n == 2
+    assert worker.load_weights([("w", 1)], version=3) == 3 and worker.backend.loaded == [("w", 1)]
+    pool = RolloutPool("fake", {}, num_cpus=0.5)
+    assert pool._resources(0) == {"num_cpus": 0.5, "num_gpus": 0.0, "runtime_env": {"env_vars": {"FAKE": "1"}}}
+
+
+def test_pipeline_asks_the_spec(fake_backend):
+    """The driver's Pipeline runs the chosen spec's preflight and weight-sync support."""
+    from platform.clinical.driver import Pipeline
+
+    _, calls = fake_backend
+    pipe = Pipeline(build(ClinicalConfig, {"rollout": {"backend": "fake", "weight_sync": "broadcast"}}))
+    assert calls[-1] == f"preflight {pipe.model_path}" and pipe.sync_method == "broadcast-gloo"
 
 
 def test_no_module_outside_a_backend_names_a_backend():

@@ -236,6 +236,16 @@ def test_cli_empty_split_and_resume_without_checkpoint(tmp_path, mlflow_uri):
         main("grpo", ["--resume", "--set", f"checkpoint_dir={tmp_path / 'ck'}", "--tracking-uri", mlflow_uri])
 
 
+def test_checkpoints_default_under_the_storage_root(tmp_path, mlflow_uri, monkeypatch):
+    """No checkpoint_dir: checkpoint_root("clinical", experiment, run name), not <repo>/checkpoints."""
+    from platform.clinical.train import main
+
+    monkeypatch.setenv("EQUIRL_STORAGE", str(tmp_path / "store"))
+    with pytest.raises(UsageError, match="--resume: no checkpoint") as exc:
+        main("grpo", ["--resume", "--run-name", "r1", "--experiment", "exp", "--tracking-uri", mlflow_uri])
+    assert str(tmp_path / "store" / "checkpoints" / "clinical" / "exp" / "r1") in str(exc.value)
+
+
 def test_cli_exit_code_2(run_env, repo_root):
     proc = subprocess.run([sys.executable, "-m", "platform.train", "fairgrpo", "--set", "rollout.group_size=1"],
                           cwd=repo_root, env=run_env(), capture_output=True, text=True, timeout=120)
