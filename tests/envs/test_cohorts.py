@@ -75,3 +75,20 @@ def test_unknown_cohort_lists_names():
     assert "mimic" in msg
     for name in COHORTS:
         assert name in msg
+
+
+@pytest.mark.parametrize("name,sensitive", [("actg175", "gender"), ("kidney", None)])
+def test_preference_items_are_arrays_with_the_group_one_hot(name, sensitive):
+    from envs.cohorts import preference_items
+
+    items = preference_items(name, sensitive)
+    x, groups, good = items["x"], items["groups"], items["good"]
+    assert x.shape == (len(load_cohort(name)), len(items["feature_names"]))
+    assert np.isfinite(x).all() and set(np.unique(good)) == {0, 1}
+    block = x[:, list(items["cf_columns"])]
+    np.testing.assert_array_equal(block.argmax(1), groups)  # one-hot of the group codes
+    assert (block.sum(1) == 1).all()
+    column = sensitive or COHORTS[name]["sensitive"][0]
+    assert set(items["group_names"]) == EXPECTED[name][2][column]
+    with pytest.raises(UsageError, match="unknown cohort"):
+        preference_items("mimic")
