@@ -106,7 +106,6 @@ def row_image(row: dict) -> bytes | None:
     return image_bytes(load_image(row))
 
 
-
 @dataclass
 class Step:
     """One training step, filled in stage by stage (the one container passed between stages).

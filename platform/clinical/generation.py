@@ -119,7 +119,6 @@ def flatten_text(messages: list[dict]) -> list[dict]:
              else "".join(c.get("text", "") for c in m["content"])} for m in messages]
 
 
-
 class WorkerImpl:
     """Plain object behind a rollout Ray actor (testable without Ray): one backend, by name."""
 

@@ -365,7 +365,17 @@ def placement_for(cfg: Any, name: str = "equirl-clinical") -> ActorPlacement:
 
 
 __all__ = [
-    "PlacementConfig", "PlacementPlan", "Placement", "plan", "check_capacity", "reserve",
-    "device_report", "from_dict", "requested_gpus", "check_gpu_capacity", "placement_config",
-    "ActorPlacement", "placement_for",
+    "ActorPlacement",
+    "Placement",
+    "PlacementConfig",
+    "PlacementPlan",
+    "check_capacity",
+    "check_gpu_capacity",
+    "device_report",
+    "from_dict",
+    "placement_config",
+    "placement_for",
+    "plan",
+    "requested_gpus",
+    "reserve",
 ]

@@ -35,8 +35,7 @@ def test_cpu_config_reserves_nothing():
 
 
 def test_dedicated_and_colocated_layouts():
-    from platform.clinical.placement import placement_config
-    from platform.clinical.placement import plan
+    from platform.clinical.placement import placement_config, plan
 
     d = placement_config(cfg_of({"num_workers": 2, "num_gpus": 1}, {"num_learners": 2, "num_gpus": 1}))
     p = plan(d)
