@@ -20,6 +20,7 @@ so simulators can use the frame without importing pandas.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -44,12 +45,16 @@ def resolve_metrics(metrics: Any) -> dict[str, Callable[..., Any]]:
     return {str(name): METRICS.get(m) if isinstance(m, str) else m for name, m in items}
 
 
+@functools.lru_cache(maxsize=256)
+def _parameters(fn: Callable[..., Any]) -> tuple[inspect.Parameter, ...]:
+    return tuple(inspect.signature(fn).parameters.values())
+
+
 def _arguments(fn: Callable[..., Any], columns: Mapping[str, np.ndarray],
                params: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """(the data columns ``fn`` names, the params it accepts); a missing column raises."""
-    sig = inspect.signature(fn)
     cols, kw = {}, {}
-    for p in sig.parameters.values():
+    for p in _parameters(fn):
         if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
             continue
         if p.kind == p.KEYWORD_ONLY or p.name in params:

@@ -101,12 +101,13 @@ def predictive_parity_difference(y_true, y_pred, *, sensitive_features, labels=N
 # --------------------------------------------------------------------- scores (higher is fairer)
 def parity_score(frame: MetricFrame, metric: str) -> float:
     """1 - max_g |metric(g) - metric(overall)|; 1.0 when no group is defined."""
-    return aggregate.as_score(frame.max_deviation()[metric])
+    return aggregate.as_score(aggregate.max_deviation(frame.values(metric),
+                                                      frame.overall[metric]))
 
 
 def equity_score(frame: MetricFrame, metric: str) -> float:
     """1 - CV of the metric over groups; 1.0 with fewer than two groups or a mean <= 0."""
-    return aggregate.as_score(frame.coefficient_of_variation()[metric])
+    return aggregate.as_score(aggregate.coefficient_of_variation(frame.values(metric)))
 
 
 def dp_score(treated, *, sensitive_features) -> float:
