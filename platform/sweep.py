@@ -515,8 +515,6 @@ def main(argv: list[str]) -> int:
         raise UsageError(f"unknown algorithm {algorithm!r}; known: {', '.join(SWEEPABLE.names())}")
     spec, args = build_spec(algorithm, rest)
     check_sweep_path(spec, args.resume)
-    from platform import tracking
-
     uri, exp_id = tracking.setup(args.tracking_uri, spec.experiment)
     res = run_sweep(spec, uri=uri, exp_id=exp_id, resume=args.resume,
                     max_concurrent_trials=args.max_concurrent)
