@@ -4,21 +4,15 @@ a minority group, so a group-robust objective has a known right answer to reach.
 One patient arrives per step: majority (group 0, share ``majority_share``) or minority
 (group 1). Action 1 admits the patient to a free bed (held for ``stay`` steps); action 0, or
 1 with no bed free, turns the patient away. An admitted patient recovers with probability
-``success`` of their group (majority 0.9, minority 0.3 by default): reward +1 to that
+``success`` of their group (majority 0.9, minority 0.2 by default): reward +1 to that
 group's stream. A patient turned away costs ``turned_away`` to their group's stream.
 
 Beds are scarce (``beds`` / ``stay`` < 1 admission per step), so maximising the total reward
-means keeping beds for the majority, whose treatment succeeds three times as often: the
+means keeping beds for the majority, whose treatment succeeds 4.5 times as often: the
 utilitarian policy turns the minority away and its per-capita return is ``-turned_away``.
 Measured with the defaults (200 episodes, per-capita return majority / minority, total per
-episode): majority only 0.483 / -0.100, 23.4; admit everyone while beds are free 0.397 /
-0.099, 21.6. Serving the minority costs the majority about 18% of its return.
-
-**Observation** ``Box(0, 1, (5,))``: group one-hot (2), free beds / beds, steps until the next
-bed frees / stay, episode progress. **Action** ``Discrete(2)``: 0 turn away, 1 admit.
-**Info**: ``group`` (the decided patient's group), ``n_groups``, ``reward_by_group`` (2,),
-``reward_shared`` (0.0), ``treated``, ``success``; ``reward == sum(reward_by_group)``.
-**Episode end**: truncated after ``horizon`` steps.
+episode): majority only 0.399 / -0.300, 16.5; admit everyone while beds are free 0.297 /
+-0.055, 14.5. Serving the minority costs the majority about a quarter of its return.
 """
 
 from __future__ import annotations
@@ -41,10 +35,10 @@ class StarvedMinorityEnv(gym.Env):
     def __init__(self, config: dict | None = None, **kwargs: Any):
         c = {**(config or {}), **kwargs}
         self.majority_share = float(c.get("majority_share", 0.8))
-        self.success = np.asarray(c.get("success", (0.9, 0.3)), np.float64)
+        self.success = np.asarray(c.get("success", (0.9, 0.2)), np.float64)
         self.beds = int(c.get("beds", 2))
         self.stay = int(c.get("stay", 4))
-        self.turned_away = float(c.get("turned_away", 0.1))
+        self.turned_away = float(c.get("turned_away", 0.3))
         self.horizon = int(c.get("horizon", 64))
         require(0.0 < self.majority_share < 1.0, "majority_share",
                 f"{self.majority_share} must be in (0, 1)")

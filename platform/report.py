@@ -40,7 +40,7 @@ TAG_TRIAL = "equirl.sweep.trial_id"
 EPISODES_ARTIFACT = "eval/episodes.parquet"
 EVAL_PREFIX = "eval/"
 RETURN_KEY = "eval/return"
-CURVE_SUFFIXES = ("/return", "/objective")  # per-group training metric, first one present
+CURVE_SUFFIXES = ("/return_per_capita", "/return", "/objective")  # first one present
 WAIT_SUFFIX = "/mean_wait"
 ALPHA = 0.05
 
@@ -314,9 +314,9 @@ def _err(frame: pd.DataFrame) -> np.ndarray:
 def training_curves(client, trials: pd.DataFrame) -> pd.DataFrame:
     """Long table scenario, lambda, seed, group, metric, iteration, value.
 
-    Per-group training curves: the env runners' ``group/<g>/return`` (mean episode return
-    of group g), or the learner's ``group/<g>/objective`` when no episode finished in a run
-    (tiny batches). Histories are deduplicated on the step (= training iteration): a
+    Per-group training curves: the env runners' ``group/<g>/return_per_capita`` (mean
+    per-capita episode return of group g; ``group/<g>/return`` or the learner's old
+    ``group/<g>/objective`` for runs logged before it existed). Histories are deduplicated on the step (= training iteration): a
     replayed iteration after a hard kill keeps its last logged value.
     """
     rows = []

@@ -19,9 +19,6 @@ from base.config import option
 from base.errors import require
 
 ALGORITHMS = ("group-robust-ppo", "ppo")
-# = algorithms.group_robust.ROBUST_MODES (a test holds them equal); not imported here
-# because that module brings torch into every ``--help``.
-ROBUST_MODES = ("gap", "worst_group")
 # Evaluation seeds must stay away from the seeds RLlib derives for training envs
 # (seed + small worker/vector offsets).
 EVAL_SEED_MARGIN = 10_000
@@ -44,13 +41,23 @@ class AllocationConfig:
         "hospital scenario: a name in the scenario table of envs/hospital/config.py (e.g. rural) "
         "or its gym id (HospitalRural-v0); --scenario's help lists them")
     robust_lambda: float = option(
-        0.3, "λ in [0, 1]: weight of L_robust in (1-λ)·L_PPO + λ·L_robust (logged as 0.0 for ppo)",
+        0.3, "λ in [0, 1]: PPO is trained on A_mix = (1-λ)·A + λ·A_robust (0: plain PPO; "
+        "logged as 0.0 for ppo)",
         track=lambda cfg: 0.0 if _is_ppo(cfg) else cfg.robust_lambda)
-    robust_mode: Literal["gap", "worst_group"] = option(
-        "gap",
-        "gap: best-minus-worst group objective; worst_group: mean-minus-worst (GroupDRO style); "
-        "logged as none for ppo",
+    robust_mode: str = option(
+        "worst_group",
+        "how the per-group advantages form A_robust: worst_group (online GroupDRO weights, "
+        "Sagawa et al. 2020), ggf (generalized Gini welfare, Siddique et al. 2020), gap (worst "
+        "minus best group; also lowers the best-off group); logged as none for ppo",
         track=lambda cfg: "none" if _is_ppo(cfg) else cfg.robust_mode)
+    robust_eta: float = option(
+        0.5, "GroupDRO step size η > 0 (robust_mode worst_group): q_g ∝ q_g·exp(η·loss_g)",
+        track=lambda cfg: cfg.robust_eta if cfg.robust_mode == "worst_group" and not _is_ppo(cfg)
+        else None)
+    robust_ggf_base: float = option(
+        2.0, "generalized Gini weights w_i = base^-(i-1), worst group first (robust_mode ggf; > 1)",
+        track=lambda cfg: cfg.robust_ggf_base if cfg.robust_mode == "ggf" and not _is_ppo(cfg)
+        else None)
     fairgrad: bool = option(
         False,
         "FairGrad (arXiv 2504.14388): project the per-group policy-loss gradients against the "
@@ -99,8 +106,13 @@ class AllocationConfig:
                 f"got {self.scenario!r}; allowed: {', '.join(known)}")
         require(0.0 <= self.robust_lambda <= 1.0, "robust_lambda",
                 f"got {self.robust_lambda}; allowed: a number in [0, 1]")
-        require(self.robust_mode in ROBUST_MODES, "robust_mode",
-                f"got {self.robust_mode!r}; allowed: {', '.join(ROBUST_MODES)}")
+        from algorithms.group_robust import ROBUST_OBJECTIVES
+
+        require(self.robust_mode in ROBUST_OBJECTIVES, "robust_mode",
+                f"got {self.robust_mode!r}; allowed: {', '.join(ROBUST_OBJECTIVES.names())}")
+        require(self.robust_eta > 0, "robust_eta", f"got {self.robust_eta}; must be > 0")
+        require(self.robust_ggf_base > 1, "robust_ggf_base",
+                f"got {self.robust_ggf_base}; must be > 1 (weights decrease from worst to best)")
         require(not (self.fairgrad and self.algorithm == "ppo"), "fairgrad",
                 "is an option of group-robust-ppo; allowed with ppo: false")
         require(bool(self.group_key), "group_key", "must name an attribute, e.g. age_group")

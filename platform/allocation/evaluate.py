@@ -27,24 +27,24 @@ def group_names_of(env) -> list[str]:
 
 
 def run_episode(module, env, seed: int, group_names: Sequence[str]) -> dict[str, Any]:
-    """One greedy episode -> ``{"seed", "return", "length", "group/<name>/return", **metrics}``."""
+    """One greedy episode -> ``{"seed", "return", "length", "group/<name>/return",
+    "group/<name>/return_per_capita", **metrics}`` (per-group returns as
+    :func:`platform.allocation.rllib.per_group_returns` defines them)."""
     obs, info = env.reset(seed=seed)
-    total, steps, by_group = 0.0, 0, {}
-    last_info: dict = info
+    infos, rewards = [info], []
     for _ in range(MAX_EPISODE_STEPS):
         obs, reward, terminated, truncated, info = env.step(rllib.greedy_action(module, obs))
-        total += float(reward)
-        steps += 1
-        group = info.get("group")  # the group this decision concerned
-        if group is not None:
-            by_group[int(group)] = by_group.get(int(group), 0.0) + float(reward)
-        last_info = info
+        rewards.append(float(reward))
+        infos.append(info)
         if terminated or truncated:
             break
-    row: dict[str, Any] = {"seed": int(seed), "return": total, "length": steps}
-    for g, ret in sorted(by_group.items()):
+    last_info = infos[-1]
+    row: dict[str, Any] = {"seed": int(seed), "return": float(sum(rewards)),
+                           "length": len(rewards)}
+    for g, (ret, n) in sorted(rllib.per_group_returns(rewards, infos).items()):
         name = group_names[g] if g < len(group_names) else str(g)
         row[f"group/{name}/return"] = ret
+        row[f"group/{name}/return_per_capita"] = ret / n if n else float("nan")
     for key, value in (last_info.get("episode_metrics") or {}).items():
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             row[key] = float(value) if math.isfinite(float(value)) else float("nan")
@@ -63,7 +63,8 @@ def evaluate(algo, cfg: AllocationConfig, episodes: int, seeds: list[int] | None
             disjoint from the training seeds.
     Returns:
         DataFrame, one row per episode: ``episode``, ``seed``, ``return``, ``length``,
-        ``group/<name>/return`` and the env's ``episode_metrics`` (``fairness/dp_score``, ...).
+        ``group/<name>/return``, ``group/<name>/return_per_capita`` and the env's
+        ``episode_metrics`` (``fairness/dp_score``, ...).
     """
     seeds = list(cfg.eval_seeds(episodes) if seeds is None else seeds)
     if len(seeds) != episodes:

@@ -25,11 +25,11 @@ from typing import Any, Protocol
 
 # result key in the learner -> metric name
 _LEARNER_KEYS = {
-    rllib.ROBUST_LOSS_KEY: "robust_loss", rllib.GROUP_GAP_KEY: "group_gap",
-    rllib.PPO_LOSS_KEY: "loss/ppo", "total_loss": "loss/total", "policy_loss": "loss/policy",
-    "vf_loss": "loss/vf", "entropy": "loss/entropy", "mean_kl_loss": "loss/kl",
-    rllib.FAIRGRAD_CONFLICTS_KEY: "fairgrad/conflicts",
+    "total_loss": "loss/total", "policy_loss": "loss/policy", "vf_loss": "loss/vf",
+    rllib.GROUP_VF_LOSS_KEY: "loss/group_vf", "entropy": "loss/entropy",
+    "mean_kl_loss": "loss/kl", rllib.FAIRGRAD_CONFLICTS_KEY: "fairgrad/conflicts",
 }
+_LEARNER_PREFIXES = ("group/", "robust/")
 _ENV_PREFIXES = ("fairness/", "util/", "group/", "wait/", "patients/")
 
 
@@ -72,7 +72,8 @@ def build_algo_config(cfg: AllocationConfig):
         num_epochs=cfg.num_epochs, lr=cfg.lr, gamma=cfg.gamma, gae_lambda=cfg.gae_lambda,
         clip_param=cfg.clip_param, entropy_coeff=cfg.entropy_coeff,
         hidden_sizes=cfg.hidden_sizes, robust_lambda=cfg.robust_lambda,
-        robust_mode=cfg.robust_mode, fairgrad=cfg.fairgrad,
+        robust_mode=cfg.robust_mode, robust_eta=cfg.robust_eta,
+        robust_ggf_base=cfg.robust_ggf_base, n_groups=len(group_names(cfg)), fairgrad=cfg.fairgrad,
     )
 
 
@@ -112,11 +113,13 @@ def _scalar(value: Any) -> float | None:
 
 
 def _rename_group(key: str, names: list[str] | None) -> str:
+    """``group/<id>/...`` and ``robust/weight/<id>`` with the group's name for its id."""
     parts = key.split("/")
-    if names and len(parts) >= 3 and parts[0] == "group" and parts[1].isdigit():
-        i = int(parts[1])
+    at = 1 if parts[0] == "group" else 2 if parts[:2] == ["robust", "weight"] else None
+    if names and at is not None and len(parts) > at and parts[at].isdigit():
+        i = int(parts[at])
         if i < len(names):
-            parts[1] = str(names[i])
+            parts[at] = str(names[i])
     return "/".join(parts)
 
 
@@ -124,8 +127,10 @@ def iteration_metrics(result: dict, names: list[str] | None = None) -> dict[str,
     """Flat, namespaced metrics of one ``algo.train()`` result.
 
     Keys: ``training_iteration``, ``return_mean``, ``episode_len_mean``, ``env_steps_per_s``,
-    ``env_steps_total``, ``time/iteration_s``, ``robust_loss``, ``group_gap``, ``loss/...``,
-    ``group/<g>/objective|advantage|value_target|return``, and the env's episode metrics
+    ``env_steps_total``, ``time/iteration_s``, ``loss/...`` (incl. ``loss/group_vf``),
+    ``group/<g>/return|return_per_capita`` (episodes), ``group_gap`` (best minus worst
+    per-capita return), ``group/<g>/value_per_capita|share`` and ``robust/weight/<g>``
+    (learner), and the env's episode metrics
     (``fairness/dp_score|eo_score|wte_score|individual_score``, ``util/...``,
     ``group/<name>/...``, ``wait/...``). Group ids become ``names`` when given.
     Non-finite values are dropped.
@@ -133,12 +138,16 @@ def iteration_metrics(result: dict, names: list[str] | None = None) -> dict[str,
     out: dict[str, float] = {"training_iteration": float(rllib.iteration_of(result))}
     learner, runners = rllib.learner_results(result), rllib.env_runner_results(result)
     for key, value in learner.items():
-        name = _LEARNER_KEYS.get(key) or (key if key.startswith("group/") else None)
+        name = _LEARNER_KEYS.get(key) or (key if key.startswith(_LEARNER_PREFIXES) else None)
         if name and (v := _scalar(value)) is not None:
             out[_rename_group(name, names)] = v
     for key, value in runners.items():
         if key.startswith(_ENV_PREFIXES) and (v := _scalar(value)) is not None:
             out[_rename_group(key, names)] = v
+    per_capita = [v for k, v in out.items() if k.startswith("group/")
+                  and k.endswith("/return_per_capita")]
+    if len(per_capita) >= 2:  # best minus worst group, in per-capita return
+        out["group_gap"] = max(per_capita) - min(per_capita)
     for src, dst in (("episode_return_mean", "return_mean"),
                      ("episode_len_mean", "episode_len_mean")):
         if (v := _scalar(runners.get(src))) is not None:

@@ -4,7 +4,9 @@ Enumerated from the one scenario table, ``envs.hospital.SCENARIOS`` (envs/hospit
 each hospital preset registers under its short name (``rural``) and its gym id
 (``HospitalRural-v0``, derived in :mod:`envs.hospital.registration`); the configurable
 ``Hospital-v0`` is there too. Adding a preset to that table is all it takes to train, sweep
-and validate it. Tests may register small envs with :func:`register_scenario`.
+and validate it. ``starved`` (``StarvedMinority-v0``, :mod:`envs.starved`) is the two-group
+problem on which the group-robust objectives show their effect. Tests may register small envs
+with :func:`register_scenario`.
 """
 
 from __future__ import annotations
@@ -38,6 +40,16 @@ def _gym_creator(env_id: str) -> Callable[[dict], Any]:
     return create
 
 
+STARVED_ID = "StarvedMinority-v0"
+
+
+def _starved_creator(env_config: dict | None = None):
+    from envs.starved import StarvedMinorityEnv
+
+    config = {k: v for k, v in dict(env_config or {}).items() if k != "group_key"}
+    return StarvedMinorityEnv(config)
+
+
 def hospital_names() -> list[str]:
     """The short names of the hospital presets, in table order (urban, rural, ...)."""
     from envs.hospital import SCENARIOS as TABLE
@@ -59,6 +71,9 @@ def load_hospital_scenarios() -> None:
     for env_id in [*registration.IDS, registration.CONFIGURABLE_ID]:
         if env_id not in SCENARIOS:
             SCENARIOS.register(env_id, _gym_creator(env_id), help=f"gym id {env_id}")
+    for name in ("starved", STARVED_ID):
+        if name not in SCENARIOS:
+            SCENARIOS.register(name, _starved_creator, help="two-group test problem (envs.starved)")
 
 
 def register_scenario(name: str, creator: Callable[[dict], Any], help: str = "") -> None:

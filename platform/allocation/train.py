@@ -39,7 +39,7 @@ def parse_args(algorithm: str, argv: list[str]):
     g = p.add_argument_group("allocation options")
     g.add_argument("--scenario", help=f"one of: {', '.join(scenarios.names())}")
     g.add_argument("--lambda", dest="robust_lambda", type=float, help="robust weight λ in [0, 1]")
-    g.add_argument("--mode", dest="robust_mode", help="gap or worst_group")
+    g.add_argument("--mode", dest="robust_mode", help="worst_group, ggf or gap (robust_mode)")
     g.add_argument("--group-key", dest="group_key", help="e.g. age_group or age_group+sex")
     g.add_argument("--num-env-runners", dest="num_env_runners", type=int)
     g.add_argument("--run-name", dest="run_name", help="MLflow run name (also what --resume finds)")

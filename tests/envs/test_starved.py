@@ -37,9 +37,9 @@ def test_contract_and_determinism():
 def test_utilitarian_policy_starves_the_minority():
     util, util_total = _per_capita(lambda o: int(o[0] == 1))  # admit the majority only
     fair, fair_total = _per_capita(lambda o: 1)  # admit whoever arrives while beds are free
-    assert util_total > 1.05 * fair_total  # the total prefers starving the minority
-    assert util[1] == pytest.approx(-0.1) and fair[1] > 0.05  # ... which the minority pays for
-    assert fair[0] > 0.75 * util[0]  # at a bounded cost to the majority
+    assert util_total > 1.1 * fair_total  # the total prefers starving the minority
+    assert util[1] == pytest.approx(-0.3) and fair[1] > util[1] + 0.2  # ... the minority pays
+    assert fair[0] > 0.7 * util[0]  # at a bounded cost to the majority
 
 
 def test_bad_config_names_the_field():

@@ -159,7 +159,8 @@ def test_ray_job_submit_trains_and_logs_to_mlflow(repo_root, run_env, tmp_path):
     steps = sorted(m.step for m in mlf.get_metric_history(run.info.run_id, "training_iteration"))
     assert steps == [1, 2]
     assert any(k.startswith("fairness/") for k in run.data.metrics)
-    assert any(k.startswith("group/") and k.endswith("/objective") for k in run.data.metrics)
+    assert any(k.startswith("group/") and k.endswith("/return_per_capita") for k in run.data.metrics)
+    assert any(k.startswith("robust/weight/") for k in run.data.metrics)
     assert Path(run.data.tags["equirl.checkpoint"]).is_dir()
 
     runs = mlf.search_runs([mlf.get_experiment_by_name("job-sweep").experiment_id])

@@ -30,7 +30,9 @@ def _cfg(**kw) -> AllocationConfig:
     ("robust_lambda", 1.5, "allowed: a number in \\[0, 1\\]"),
     ("robust_lambda", -0.5, "allowed: a number in \\[0, 1\\]"),
     ("iterations", 0, "must be >= 1"),
-    ("robust_mode", "median", "allowed: 'gap', 'worst_group'"),
+    ("robust_mode", "median", "allowed: gap, ggf, worst_group"),
+    ("robust_eta", 0.0, "must be > 0"),
+    ("robust_ggf_base", 1.0, "must be > 1"),
     ("algorithm", "dqn", "allowed: 'group-robust-ppo', 'ppo'"),
     ("scenario", "mars", "allowed: .*" + TOY),
     ("minibatch_size", 4096, "allowed: 1..train_batch_size"),
@@ -59,12 +61,11 @@ def test_mlflow_params_are_the_comparable_few(toy):
     assert ppo["robust_lambda"] == "0.0" and ppo["robust_mode"] == "none"
 
 
-def test_config_robust_modes_are_the_math_ones():
-    from platform.allocation import config
-
-    from algorithms import group_robust
-
-    assert config.ROBUST_MODES == group_robust.ROBUST_MODES
+def test_mode_parameters_are_params_only_where_they_apply(toy):
+    dro = tracked_params(_cfg(robust_mode="worst_group", robust_eta=0.25))
+    assert dro["robust_eta"] == "0.25" and "robust_ggf_base" not in dro
+    ggf = tracked_params(_cfg(robust_mode="ggf"))
+    assert ggf["robust_ggf_base"] == "2.0" and "robust_eta" not in ggf
 
 
 def test_build_algo_config_is_seeded_with_restarts(toy):
@@ -75,6 +76,7 @@ def test_build_algo_config_is_seeded_with_restarts(toy):
     assert isinstance(algo_cfg, GroupRobustPPOConfig)
     assert algo_cfg.seed == 3 and algo_cfg.restart_failed_env_runners
     assert algo_cfg.robust_lambda == 0.4 and algo_cfg.env == TOY
+    assert algo_cfg.n_groups == 2 and algo_cfg.model_config["n_groups"] == 2  # from the env
     assert type(build_algo_config(_cfg(algorithm="ppo"))).__name__ == "PPOConfig"
 
 
@@ -96,16 +98,21 @@ def test_iteration_metrics_are_namespaced(trained):
     _, _, results = trained
     m = iteration_metrics(results[-1], ["young", "old"])
     assert m["training_iteration"] == 2.0
-    for key in ("robust_loss", "group_gap", "return_mean", "env_steps_per_s", "fairness/dp_score",
-                "group/young/objective", "group/old/objective", "group/young/advantage",
-                "group/young/return", "group/old/return", "group/old/treat_rate", "loss/policy"):
+    for key in ("group_gap", "return_mean", "env_steps_per_s", "fairness/dp_score",
+                "group/young/return_per_capita", "group/old/return_per_capita",
+                "group/young/value_per_capita", "robust/weight/young", "robust/weight/old",
+                "group/young/return", "group/old/return", "group/old/treat_rate", "loss/policy",
+                "loss/group_vf"):
         assert key in m, key
     assert all(np.isfinite(v) for v in m.values())
-    assert m["group_gap"] == pytest.approx(abs(m["group/young/objective"] - m["group/old/objective"]))
+    # the gap is between the groups' per-capita returns, not a surrogate's noise
+    assert m["group_gap"] == pytest.approx(abs(m["group/young/return_per_capita"]
+                                               - m["group/old/return_per_capita"]))
+    assert m["robust/weight/young"] + m["robust/weight/old"] == pytest.approx(1.0)
     assert m["env_steps_per_s"] > 0 and m["env_steps_total"] >= 256
     # The per-group returns add up to the episode return (same episodes, same window).
     assert m["group/young/return"] + m["group/old/return"] == pytest.approx(m["return_mean"], rel=1e-6)
-    assert "group/0/objective" in iteration_metrics(results[-1])
+    assert "robust/weight/0" in iteration_metrics(results[-1])
 
 
 def test_evaluate_rows_seeds_and_determinism(trained):
@@ -153,7 +160,7 @@ def test_main_logs_each_iteration_once_and_resume_continues(toy, mlflow_uri, tmp
     runs = client.search_runs([run.info.experiment_id])
     assert [r.info.run_id for r in runs] == [run.info.run_id]
     assert runs[0].info.status == "FINISHED"
-    for key in ("training_iteration", "robust_loss", "return_mean"):
+    for key in ("training_iteration", "group_gap", "return_mean"):
         steps = [m.step for m in client.get_metric_history(run.info.run_id, key)]
         assert sorted(steps) == [1, 2, 3], key
     iters = [m.value for m in client.get_metric_history(run.info.run_id, "training_iteration")]

@@ -44,7 +44,7 @@ def _bad_cases(tmp_path: Path, free_port: int) -> dict[str, tuple[list[str], str
                    "robust_lambda: got 1.5; allowed: a number in \\[0, 1\\]"),
         "iterations": (["ppo", "--iterations", "0"], "iterations: got 0; must be >= 1"),
         "mode": (["group-robust-ppo", "--mode", "median"],
-                 "robust_mode: got 'median'; allowed: 'gap', 'worst_group'"),
+                 "robust_mode: got 'median'; allowed: gap, ggf, worst_group"),
         "config-missing": (["ppo", "--config", str(tmp_path / "nope.yaml")],
                            "--config: cannot read .*nope.yaml"),
         "config-invalid": (["ppo", "--config", str(bad_yaml)], "--config: .*bad.yaml is not valid YAML"),

@@ -21,7 +21,8 @@ TOY = "toy-two-group"
 class ToyHospital(gym.Env):
     """Two groups (75% / 25% of arrivals); action 1 helps group 0, action 0 helps group 1.
 
-    ``info["group"]`` every step; ``info["episode_metrics"]`` at the last step with a
+    ``info["group"]`` and ``info["reward_by_group"]`` every step; ``info["episode_metrics"]``
+    at the last step with a
     treatment-rate demographic-parity score (1 - |rate gap|, higher is fairer), like the
     hospital simulators.
     """
@@ -50,7 +51,10 @@ class ToyHospital(gym.Env):
         reward = float(int(action) == (1 - g)) * (1.0 if g == 0 else 0.5)
         self.t += 1
         obs, _ = self._arrive()
-        info = {"group": g, "n_groups": 2}  # the group this decision concerned
+        by_group = np.zeros(2)
+        by_group[g] = reward  # the decided patient's outcome is its group's stream
+        info = {"group": g, "n_groups": 2,  # the group this decision concerned
+                "reward_by_group": by_group, "reward_shared": 0.0}
         done = self.t >= self.horizon
         if done:
             rates = self.treated / np.maximum(self.seen, 1)
