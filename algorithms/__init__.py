@@ -8,8 +8,11 @@ Modules (import them directly; this package imports nothing heavy — no torch, 
                                2501.03262), ``fair_grpo`` / ``fair_grpo_nd`` (FairGRPO, arXiv
                                2510.19893), ``group_dro`` (GroupDRO, Sagawa et al., arXiv 1911.08731).
 ``algorithms.sampling``        GRPO+resampling baseline: oversample minority groups per data source.
-``algorithms.group_robust``    group-robust PPO objective (per-group surrogates, robust term);
-                               its RLlib learner is platform.allocation.rllib.
+``algorithms.group_robust``    group-robust (vector-reward) PPO: per-group GAE, per-capita group
+                               objectives, robust objectives (GroupDRO, generalized Gini, gap)
+                               as weights over per-group advantages; its RLlib learner is
+                               platform.allocation.rllib.
+``algorithms.losses``          PPO-clip token loss with the k3 KL (the clinical learners).
 ``algorithms.fairgrad``        FairGrad gradient projection (arXiv 2504.14388).
 ``algorithms.faro``            Faro fair reward models (arXiv 2602.07799).
 """

@@ -7,7 +7,9 @@ Both algorithms are built side by side with identical seeds and settings and tra
 alternating iterations (A B A B ...), so machine load drifts hit both alike. The first
 iteration of each is a warm-up and is not timed. Reported: env steps/s over whole
 iterations (sampling + learning), the learner-update time per iteration, and the
-GroupRobustPPO / PPO ratios (target: steps/s ratio >= 0.95).
+GroupRobustPPO / PPO ratios. GroupRobustPPO trains one value head per group and runs GAE on
+each group's reward stream, so it costs more per iteration than PPO; the target is a time per
+iteration at most 1.25 x PPO's (issue: vector-reward PPO).
 """
 
 from __future__ import annotations
@@ -79,13 +81,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'algorithm':<18} {'env steps/s':>12} {'learner update s':>17}")
     for name, f in figures.items():
         print(f"{name:<18} {f['env_steps_per_s']:>12.1f} {f['learner_update_s']:>17.3f}")
-    verdict = "OK" if ratio >= 0.95 else "BELOW TARGET"
-    print(f"ratio GroupRobustPPO(λ={args.lam}) / PPO env steps/s: {ratio:.3f}  (target >= 0.95: {verdict})")
+    per_iter = 1.0 / ratio  # same env steps per iteration: time ratio = inverse steps/s ratio
+    verdict = "OK" if per_iter <= 1.25 else "ABOVE TARGET"
+    print(f"ratio GroupRobustPPO(λ={args.lam}) / PPO env steps/s: {ratio:.3f}")
+    print(f"time per iteration ratio: {per_iter:.3f}  (target <= 1.25: {verdict})")
     print(f"learner update time ratio: {learner_ratio:.3f}")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"args": vars(args), "figures": figures, "ratio": ratio,
-                       "learner_time_ratio": learner_ratio}, fh, indent=2)
+                       "time_per_iteration_ratio": per_iter, "learner_time_ratio": learner_ratio},
+                      fh, indent=2)
     return 0
 
 

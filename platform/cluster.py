@@ -26,7 +26,7 @@ HYGIENE_ENV = {
     "RAY_DEDUP_LOGS": "1",
     # No TUNE_RESULT_DIR / RAY_AIR_LOCAL_CACHE_DIR: Ray 2.60's Tuner.fit raises
     # DeprecationWarning when either is set. Pass storage_root() explicitly instead
-    # (Tune: RunConfig(storage_path=...); RLlib outside Tune: algorithms.rllib_adapter.build_algo).
+    # (Tune: RunConfig(storage_path=...); RLlib outside Tune: platform.allocation.rllib.build_algo).
     "DS_ACCELERATOR": os.environ.get("DS_ACCELERATOR", "cpu"),
     "TOKENIZERS_PARALLELISM": "false",
     "HF_HUB_OFFLINE": "1",

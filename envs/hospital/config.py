@@ -9,11 +9,11 @@ never half-built. ``HospitalConfig.from_yaml`` / ``from_dict`` accept partial ma
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from base.config import build, deep_merge, load_yaml
+from base.config import build, deep_merge, load_yaml, option
 from base.errors import ConfigError, require
 
 BED_TYPES = ("general", "icu", "pediatric")
@@ -44,9 +44,9 @@ def _sum_to_one(field_name: str, values: dict[str, float]) -> None:
 class Beds:
     """Bed counts per type; each must be >= 0 and the total >= 1."""
 
-    general: int = 90
-    icu: int = 15
-    pediatric: int = 15
+    general: int = option(90, "general beds")
+    icu: int = option(15, "icu beds")
+    pediatric: int = option(15, "pediatric beds")
 
     def __post_init__(self) -> None:
         for k in BED_TYPES:
@@ -61,9 +61,9 @@ class Beds:
 class StaffMix:
     """Share of staff specialised in each bed type (sums to 1)."""
 
-    general: float = 0.7
-    icu: float = 0.15
-    pediatric: float = 0.15
+    general: float = option(0.7, "share of staff specialised in general beds")
+    icu: float = option(0.15, "share of staff specialised in icu beds")
+    pediatric: float = option(0.15, "share of staff specialised in pediatric beds")
 
     def __post_init__(self) -> None:
         _check_shares(dataclasses.asdict(self))
@@ -73,9 +73,9 @@ class StaffMix:
 class AgeMix:
     """Share of arrivals per age group (sums to 1)."""
 
-    pediatric: float = 0.25
-    adult: float = 0.45
-    elderly: float = 0.30
+    pediatric: float = option(0.25, "share of pediatric arrivals")
+    adult: float = option(0.45, "share of adult arrivals")
+    elderly: float = option(0.30, "share of elderly arrivals")
 
     def __post_init__(self) -> None:
         _check_shares(dataclasses.asdict(self))
@@ -85,9 +85,9 @@ class AgeMix:
 class SeverityMix:
     """Share of arrivals per severity (clinical need, independent of demographics)."""
 
-    routine: float = 0.60
-    urgent: float = 0.25
-    critical: float = 0.15
+    routine: float = option(0.60, "share of routine arrivals")
+    urgent: float = option(0.25, "share of urgent arrivals")
+    critical: float = option(0.15, "share of critical arrivals")
 
     def __post_init__(self) -> None:
         _check_shares(dataclasses.asdict(self))
@@ -97,9 +97,9 @@ class SeverityMix:
 class InsuranceMix:
     """Share of arrivals per insurance / socioeconomic class."""
 
-    private: float = 0.55
-    public: float = 0.35
-    uninsured: float = 0.10
+    private: float = option(0.55, "share of arrivals with private insurance")
+    public: float = option(0.35, "share of arrivals with public insurance")
+    uninsured: float = option(0.10, "share of arrivals with uninsured insurance")
 
     def __post_init__(self) -> None:
         _check_shares(dataclasses.asdict(self))
@@ -109,20 +109,25 @@ class InsuranceMix:
 class Rewards:
     """Reward weights (see the env docstring, section Rewards)."""
 
-    success: tuple[float, float, float] = (1.0, 2.0, 4.0)
-    """reward for a successful outcome, per severity (routine, urgent, critical)"""
-    death: float = 5.0
-    """penalty per death (in the queue or after a failed critical treatment)"""
-    deterioration: float = 0.5
-    """penalty per deterioration of a waiting patient"""
-    wait_per_hour: float = 0.02
-    """penalty per severity-weighted (1, 2, 4) patient-hour in the queue"""
-    cost: float = 0.05
-    """penalty per unit of operating cost (bed-hours x cost rate, transfers)"""
-    invalid: float = 0.1
-    """penalty for an admission that is impossible (no bed / no budget) or a full queue"""
-    transfer_credit: float = 0.5
-    """share of the success reward credited when a transferred patient does well"""
+    success: tuple[float, float, float] = option(
+        (1.0, 2.0, 4.0), "reward for a successful outcome, per severity (routine, urgent, critical)"
+    )
+    death: float = option(
+        5.0, "penalty per death (in the queue or after a failed critical treatment)"
+    )
+    deterioration: float = option(0.5, "penalty per deterioration of a waiting patient")
+    wait_per_hour: float = option(
+        0.02, "penalty per severity-weighted (1, 2, 4) patient-hour in the queue"
+    )
+    cost: float = option(
+        0.05, "penalty per unit of operating cost (bed-hours x cost rate, transfers)"
+    )
+    invalid: float = option(
+        0.1, "penalty for an admission that is impossible (no bed / no budget) or a full queue"
+    )
+    transfer_credit: float = option(
+        0.5, "share of the success reward credited when a transferred patient does well"
+    )
 
     def __post_init__(self) -> None:
         require(
@@ -141,66 +146,77 @@ class Rewards:
 
 @dataclass
 class HospitalConfig:
-    """One hospital. Every field is documented right under it; times are in hours."""
+    """One hospital. Every field is declared with its doc (``base.config.option``); times are
+    in hours. The field table in docs/hospital.md is generated from these declarations."""
 
-    name: str = "custom"
-    """scenario name (free text, shown in metrics)"""
-    beds: Beds = field(default_factory=Beds)
-    """bed counts per type"""
-    staff: int = 80
-    """total staff headcount, spread over three 8-hour shifts"""
-    staff_mix: StaffMix = field(default_factory=StaffMix)
-    """specialisation shares of the staff"""
-    shift_shares: tuple[float, float, float] = (0.40, 0.35, 0.25)
-    """share of staff on the day (07-15), evening (15-23) and night (23-07) shift"""
-    age_mix: AgeMix = field(default_factory=AgeMix)
-    severity_mix: SeverityMix = field(default_factory=SeverityMix)
-    female_share: float = 0.5
-    """share of female arrivals"""
-    insurance_mix: InsuranceMix = field(default_factory=InsuranceMix)
-    group_key: str = "age_group"
-    """fairness groups: an attribute or a '+' intersection of age_group, sex, insurance"""
-    arrival_rate: float = 2.5
-    """mean arrivals per hour (non-homogeneous Poisson, daily cycle)"""
-    daily_amplitude: float = 0.5
-    """relative amplitude of the daily arrival cycle (0 = homogeneous, < 1)"""
-    peak_hour: float = 14.0
-    """hour of the day with the highest arrival rate"""
-    transport_hours: float = 0.5
-    """transport time to the receiving hospital on transfer out"""
-    turnaround_cap_hours: float = 24.0
-    """diagnostic turnaround is capped here (the data's elderly tail is long; medians unaffected)"""
-    los_base_hours: float = 24.0
-    """median length of stay of a routine adult (scaled by calibrated severity / age ratios)"""
-    los_pediatric_ratio: float = 0.8
-    """pediatric/adult LOS ratio (assumption: not in the shipped data)"""
-    equipment: int = 17
-    """ICU equipment units (monitors/ventilators); an ICU bed needs one that is up"""
-    maintenance_every_hours: float = 72.0
-    """each unit goes down for maintenance once per this period (staggered)"""
-    maintenance_hours: float = 4.0
-    """maintenance downtime per unit"""
-    budget: float = 3000.0
-    """operating budget per episode (cost units)"""
-    bed_cost_per_hour: tuple[float, float, float] = (0.05, 0.25, 0.08)
-    """cost per bed-hour (general, icu, pediatric); an admission commits its whole stay"""
-    transfer_cost: float = 1.0
-    """cost of one transfer out"""
-    surge_per_day: float = 0.0
-    """expected surge events per day (0 = none)"""
-    surge_hours: float = 8.0
-    """duration of a surge event"""
-    surge_arrival_mult: float = 2.0
-    """arrival-rate multiplier during a surge"""
-    surge_capacity_mult: float = 0.8
-    """share of beds usable during a surge (staff absent, beds closed)"""
-    initial_occupancy: float = 0.75
-    """share of beds occupied by earlier patients at reset"""
-    queue_capacity: int = 32
-    """waiting-room slots; deferring into a full queue transfers the patient out"""
-    max_decisions: int = 400
-    """episode length in decisions (truncation)"""
-    rewards: Rewards = field(default_factory=Rewards)
+    name: str = option("custom", "scenario name (free text, shown in metrics)")
+    beds: Beds = option(Beds, "bed counts per type")
+    staff: int = option(80, "total staff headcount, spread over three 8-hour shifts")
+    staff_mix: StaffMix = option(StaffMix, "specialisation shares of the staff")
+    shift_shares: tuple[float, float, float] = option(
+        (0.40, 0.35, 0.25),
+        "share of staff on the day (07-15), evening (15-23) and night (23-07) shift",
+    )
+    age_mix: AgeMix = option(
+        AgeMix, "share of arrivals per age group (pediatric, adult, elderly; sums to 1)"
+    )
+    severity_mix: SeverityMix = option(
+        SeverityMix,
+        "share of arrivals per severity (clinical need, independent of demographics; sums to 1)",
+    )
+    female_share: float = option(0.5, "share of female arrivals")
+    insurance_mix: InsuranceMix = option(
+        InsuranceMix,
+        "share of arrivals per insurance class (private, public, uninsured; sums to 1)",
+    )
+    group_key: str = option(
+        "age_group",
+        "fairness groups: an attribute or a '+' intersection of age_group, sex, insurance",
+    )
+    arrival_rate: float = option(
+        2.5, "mean arrivals per hour (non-homogeneous Poisson, daily cycle)"
+    )
+    daily_amplitude: float = option(
+        0.5, "relative amplitude of the daily arrival cycle (0 = homogeneous, < 1)"
+    )
+    peak_hour: float = option(14.0, "hour of the day with the highest arrival rate")
+    transport_hours: float = option(0.5, "transport time to the receiving hospital on transfer out")
+    turnaround_cap_hours: float = option(
+        24.0,
+        "diagnostic turnaround is capped here (the data's elderly tail is long; medians unaffected)",
+    )
+    los_base_hours: float = option(
+        24.0,
+        "median length of stay of a routine adult (scaled by calibrated severity / age ratios)",
+    )
+    los_pediatric_ratio: float = option(
+        0.8, "pediatric/adult LOS ratio (assumption: not in the shipped data)"
+    )
+    equipment: int = option(
+        17, "ICU equipment units (monitors/ventilators); an ICU bed needs one that is up"
+    )
+    maintenance_every_hours: float = option(
+        72.0, "each unit goes down for maintenance once per this period (staggered)"
+    )
+    maintenance_hours: float = option(4.0, "maintenance downtime per unit")
+    budget: float = option(3000.0, "operating budget per episode (cost units)")
+    bed_cost_per_hour: tuple[float, float, float] = option(
+        (0.05, 0.25, 0.08),
+        "cost per bed-hour (general, icu, pediatric); an admission commits its whole stay",
+    )
+    transfer_cost: float = option(1.0, "cost of one transfer out")
+    surge_per_day: float = option(0.0, "expected surge events per day (0 = none)")
+    surge_hours: float = option(8.0, "duration of a surge event")
+    surge_arrival_mult: float = option(2.0, "arrival-rate multiplier during a surge")
+    surge_capacity_mult: float = option(
+        0.8, "share of beds usable during a surge (staff absent, beds closed)"
+    )
+    initial_occupancy: float = option(0.75, "share of beds occupied by earlier patients at reset")
+    queue_capacity: int = option(
+        32, "waiting-room slots; deferring into a full queue transfers the patient out"
+    )
+    max_decisions: int = option(400, "episode length in decisions (truncation)")
+    rewards: Rewards = option(Rewards, "reward weights (the env docstring's Rewards section)")
 
     def __post_init__(self) -> None:
         require(self.staff >= 1, "staff", f"must be >= 1, got {self.staff}")

@@ -24,23 +24,6 @@ MARGIN = 0.1        # minority per-capita return: robust >= PPO + MARGIN, at eve
 MAJORITY_KEEP = 0.7  # majority per-capita return: robust >= 70% of PPO's, at every seed
 
 
-class _Capture:
-    """A loop sink that keeps the final evaluation (nothing logged, nothing checkpointed)."""
-
-    def __init__(self):
-        self.evaluation = None
-
-    def last_logged(self) -> int:
-        return 0
-
-    def restore(self, algo) -> None:
-        pass
-
-    def emit(self, step, algo) -> None:
-        if step.final:
-            self.evaluation = step.evaluation
-
-
 @functools.lru_cache(maxsize=None)  # λ = 0 is plain PPO whatever the mode: run it once per seed
 def per_capita(lam: float, mode: str, seed: int) -> tuple[float, float]:
     cfg = build(AllocationConfig, dict(
@@ -48,7 +31,7 @@ def per_capita(lam: float, mode: str, seed: int) -> tuple[float, float]:
         num_env_runners=0, num_envs_per_env_runner=8, train_batch_size=1024, minibatch_size=256,
         num_epochs=6, lr=3e-3, gamma=0.95, hidden_sizes=[32, 32], eval_episodes=40,
         checkpoint_every=0))
-    sink = _Capture()
+    sink = loop.FinalEvaluation()
     loop.train(cfg, sink)
     df = sink.evaluation
     return (float(df["group/majority/return_per_capita"].mean()),
