@@ -69,7 +69,19 @@ def test_adjust_bonferroni_holm_hand_values():
     assert nan[0] == pytest.approx(0.02) and math.isnan(nan[1]) and nan[2] == pytest.approx(0.04)
 
 
-@settings(max_examples=20, deadline=None)  # multipletests runs gc.collect() per call
+def test_adjust_equals_statsmodels():
+    from statsmodels.stats.multitest import multipletests
+
+    rng = np.random.default_rng(0)
+    for k in (1, 2, 7, 30):
+        p = rng.uniform(0, 0.2, k) ** 2
+        p[rng.integers(k)] = p[0]  # a tie
+        for method in ("bonferroni", "holm"):
+            np.testing.assert_allclose(stats.adjust(p, method), multipletests(p, method=method)[1],
+                                       rtol=0, atol=1e-15)
+
+
+@settings(max_examples=50, deadline=None)
 @given(st.lists(st.floats(0.0, 1.0, allow_nan=False), min_size=1, max_size=30))
 def test_adjusted_pvalues_are_monotone_and_in_unit_interval(p):
     p = np.asarray(p)
