@@ -5,6 +5,8 @@ Shapes used throughout: ``n`` completions, ``P`` prompts.
 * ``rewards``       float array (n,)
 * ``prompt_index``  int array (n,), values in [0, P)
 * ``meta``          :class:`PromptMeta`, every field of length P
+* ``lengths``       optional float array (n,): completion lengths in tokens (REINFORCE++'s
+                    token whitening weights each completion by its length; None = all 1)
 * result            :class:`AdvantageResult` with ``advantages`` float64 (n,)
 
 Conventions shared by all estimators (documented once here):
@@ -113,6 +115,7 @@ class Batch:
     count: np.ndarray            # (P,) completions per prompt
     mean: np.ndarray             # (P,) mean reward per prompt (0 where count == 0)
     std: np.ndarray              # (P,) ddof=1 std per prompt (0 where count < 2)
+    lengths: np.ndarray | None = None  # (n,) completion lengths in tokens, or None
 
     @property
     def n_prompts(self) -> int:
@@ -124,7 +127,7 @@ class Batch:
         return self.count > 0
 
 
-def prepare(rewards: Any, prompt_index: Any, meta: PromptMeta) -> Batch:
+def prepare(rewards: Any, prompt_index: Any, meta: PromptMeta, lengths: Any = None) -> Batch:
     """Check shapes/ranges (errors name the argument) and compute per-prompt mean and std."""
     if not isinstance(meta, PromptMeta):
         raise AdvantageInputError(f"meta: expected PromptMeta, got {type(meta).__name__}")
@@ -154,7 +157,15 @@ def prepare(rewards: Any, prompt_index: Any, meta: PromptMeta) -> Batch:
     dev = r - mean[idx]
     ss = np.bincount(idx, weights=dev * dev, minlength=P)
     std = np.sqrt(np.where(count > 1, ss / np.maximum(count - 1.0, 1.0), 0.0))
-    return Batch(r, idx, meta, count, mean, std)
+    lens = None
+    if lengths is not None:
+        lens = np.asarray(lengths, dtype=np.float64)
+        if lens.shape != r.shape:
+            raise AdvantageInputError(
+                f"lengths: shape {lens.shape} != rewards shape {r.shape} (one length per completion)")
+        if lens.size and not (np.isfinite(lens).all() and lens.min() >= 0):
+            raise AdvantageInputError("lengths: completion lengths must be finite and >= 0")
+    return Batch(r, idx, meta, count, mean, std, lens)
 
 
 def codes(keys: np.ndarray) -> tuple[list[str], np.ndarray]:
@@ -236,8 +247,9 @@ class Estimator:
         raise NotImplementedError
 
     def __call__(self, rewards: Any, prompt_index: Any, meta: PromptMeta,
-                 state: Any = None) -> AdvantageResult:
-        b = prepare(rewards, prompt_index, meta)
+                 state: Any = None, lengths: Any = None) -> AdvantageResult:
+        """Advantages (n,) of ``rewards`` (n,); ``lengths`` (n,) completion token counts or None."""
+        b = prepare(rewards, prompt_index, meta, lengths)
         gs = self.config.group_size
         if gs is not None:
             sizes = b.count[b.present]
@@ -291,12 +303,16 @@ def config_fields(name: str) -> dict[str, Any]:
 @dataclass
 class GRPOConfig(BaseConfig):
     scale_by_std: bool = True
-    """divide by the per-prompt std (False = Dr. GRPO-style mean-centring only)"""
+    """divide by the per-prompt std (False = Dr. GRPO's mean-centring only; see ``dr_grpo``)"""
 
 
 @register("grpo")
 class GRPO(Estimator):
-    """GRPO: (r_i - mean_q) / (std_q + eps) per prompt q (DeepSeekMath, arXiv 2402.03300)."""
+    """GRPO: (r_i - mean_q) / (std_q + eps) per prompt q (DeepSeekMath, arXiv 2402.03300).
+
+    Same as verl ``core_algos.compute_grpo_outcome_advantage`` (torch.std, ddof=1), except that
+    a prompt with one completion gets 0 here (verl: mean 0, std 1, i.e. the raw reward).
+    """
 
     Config = GRPOConfig
 
@@ -304,11 +320,26 @@ class GRPO(Estimator):
         return AdvantageResult(grpo_scores(b, self.config.eps, self.config.scale_by_std))
 
 
+@register("dr_grpo")
+class DrGRPO(Estimator):
+    """Dr. GRPO: r_i - mean_q, no std normalisation (Liu et al., arXiv 2503.20783).
+
+    verl ``compute_grpo_outcome_advantage(norm_adv_by_std_in_grpo=False)`` and TRL
+    ``GRPOTrainer`` with ``scale_rewards="none"``. The paper's other half, no length
+    normalisation, is the learner's loss aggregation ``seq-mean-token-sum-norm`` (TRL
+    ``loss_type="dr_grpo"``), which the ``dr-grpo`` algorithm selects.
+    """
+
+    def compute(self, b: Batch, state: Any) -> AdvantageResult:
+        return AdvantageResult(grpo_scores(b, self.config.eps, scale_by_std=False))
+
+
 @register("rloo")
 class RLOO(Estimator):
     """RLOO: r_i minus the mean of the other completions of the same prompt (arXiv 2402.14740).
 
-    A_i = r_i - (sum_q - r_i)/(n_q - 1) = n_q/(n_q - 1) * (r_i - mean_q); 0 when n_q == 1.
+    A_i = r_i - (sum_q - r_i)/(n_q - 1) = n_q/(n_q - 1) * (r_i - mean_q); 0 when n_q == 1
+    (verl ``compute_rloo_outcome_advantage``; it leaves a single completion's raw reward).
     """
 
     def compute(self, b: Batch, state: Any) -> AdvantageResult:
@@ -317,24 +348,54 @@ class RLOO(Estimator):
         return AdvantageResult(scale * (b.rewards - b.mean[b.prompt_index]))
 
 
+WHITEN_EPS = 1e-8  # verl torch_functional.masked_whiten: (x - mean) * rsqrt(var + 1e-8)
+
+
+def token_whiten(x: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """verl ``torch_functional.masked_whiten`` of a per-token tensor whose every token of
+    completion i holds x_i, with ``weights`` (n,) the token counts: W = sum w,
+    mean = sum w x / W, var = sum w (x - mean)^2 / W * W / (W - 1) (Bessel over tokens),
+    out = (x - mean) / sqrt(var + 1e-8). (n,) -> (n,); zeros when W <= 1 (verl raises).
+
+    verl's ``masked_mean`` divides by W + 1e-8: a relative difference of 1e-8 / W, except that
+    all-equal rewards give exact zeros here (verl: about 6e-6 for 12 tokens of reward 0.7).
+    """
+    W = float(weights.sum())
+    if W <= 1.0:
+        return np.zeros_like(x)
+    mean = float((weights * x).sum()) / W
+    var = float((weights * (x - mean) ** 2).sum()) / (W - 1.0)
+    return (x - mean) / math.sqrt(var + WHITEN_EPS)
+
+
 @dataclass
 class ReinforcePPConfig(BaseConfig):
     baseline: Literal["none", "group_mean"] = "none"
     """"none": whiten raw returns over the batch (REINFORCE++); "group_mean": subtract the
     prompt mean first (verl's reinforce_plus_plus_baseline)"""
+    whiten: Literal["tokens", "sequences"] = "tokens"
+    """"tokens": over every completion token, i.e. each completion weighted by its length
+    (verl's masked_whiten; the reference); "sequences": one value per completion,
+    (x - mean)/(std + eps) (this project's earlier choice)"""
 
     def __post_init__(self):
         super().__post_init__()
         require(self.baseline in ("none", "group_mean"), "baseline",
                 f"got {self.baseline!r}; allowed: 'none', 'group_mean'")
+        require(self.whiten in ("tokens", "sequences"), "whiten",
+                f"got {self.whiten!r}; allowed: 'tokens', 'sequences'")
 
 
 @register("reinforce_pp")
 class ReinforcePP(Estimator):
     """REINFORCE++: global batch normalisation of outcome returns (arXiv 2501.03262).
 
-    A = (x - mean(x)) / (std(x) + eps) over the whole batch, x = r (or r - mean_q); with an
-    outcome reward and gamma = 1 the token return equals the sequence reward.
+    x = r (``baseline="none"``, verl ``compute_reinforce_plus_plus_outcome_advantage`` with
+    gamma = 1: every token's return is the sequence reward) or x = r - mean_q
+    (``"group_mean"``, verl ``compute_reinforce_plus_plus_baseline_outcome_advantage``).
+    ``whiten="tokens"`` (default) is verl's ``masked_whiten`` over all valid tokens
+    (:func:`token_whiten`, weights = ``lengths``; without lengths every completion counts as
+    one token); ``"sequences"`` whitens over completions, (x - mean)/(std + eps).
     """
 
     Config = ReinforcePPConfig
@@ -345,4 +406,7 @@ class ReinforcePP(Estimator):
             x = x - b.mean[b.prompt_index]
         if x.size == 0:
             return AdvantageResult(x.copy())
+        if self.config.whiten == "tokens":
+            w = b.lengths if b.lengths is not None else np.ones_like(x)
+            return AdvantageResult(token_whiten(x, w))
         return AdvantageResult((x - x.mean()) / (safe_std(x) + self.config.eps))

@@ -2,9 +2,15 @@
 
 Prompts whose group is unknown are clustered, per data source, with k-means over each
 prompt's vector of rollout rewards (sorted, since completions are exchangeable), or over
-caller-provided features (e.g. embeddings). k in {1, ..., k_max} is picked by the elbow rule:
-start at k = 1 and move to k + 1 only while the inertia drop is at least ``threshold`` times
-the previous inertia. sklearn's ``KMeans`` with a fixed ``random_state`` is refit each step.
+caller-provided features (e.g. embeddings). k in {1, ..., k_max} is picked by an elbow rule:
+
+- ``rule="drop"`` (the reference, ``DDVD233/mirl`` ``core_algos._select_k_elbow``): fit
+  k = 1 .. min(k_max, distinct points), drops d_k = I_k - I_{k+1}; the answer is the first
+  k >= 2 with d_k < threshold * d_{k-1}, else the largest k fitted. With k_max = 3 that is
+  k = 2 when the second drop is under 10 % of the first, else 3; k = 1 only when every point
+  is the same.
+- ``rule="inertia"``: start at k = 1 and move to k + 1 only while the drop is at least
+  ``threshold`` times the previous inertia.
 
 Identical points are merged first and fitted with ``sample_weight`` (same k-means objective,
 far fewer points when rewards are discrete, e.g. 0/1 accuracy).
@@ -90,43 +96,74 @@ def contiguous_init(U: np.ndarray, w: np.ndarray, k: int, max_cuts: int = 64) ->
     return np.stack([(S[j] - S[i]) / (W[j] - W[i]) for i, j in itertools.pairwise(bounds)])
 
 
-def elbow_kmeans(X: np.ndarray, k_max: int = 3, threshold: float = 0.1, random_state: int = 0,
-                 n_init: int | None = None) -> Clustering:
-    """Cluster rows of X (m, d); k chosen by the elbow rule. Labels sorted by centroid mean.
+def _fit(U: np.ndarray, w: np.ndarray | None, k: int, random_state: int, n_init: int | None,
+         init: str = "seeded") -> tuple[np.ndarray, np.ndarray, float]:
+    """(labels (len(U),), centres (k, d), inertia) of (weighted) k-means on the rows of U.
 
-    Initialisation (``n_init=None``, k <= 3): :func:`contiguous_init` seeds one Lloyd run;
-    with an int ``n_init`` (or k > 3) sklearn's k-means++ with that many restarts is used. On
-    planted 0/1 cases a single k-means++ run landed up to 24 % above the best of 10 restarts.
+    ``init="reference"``: the reference's call, ``KMeans(k, n_init="auto", random_state)`` on
+    the raw rows (one k-means++ run)."""
+    import sklearn
+    from sklearn.cluster import KMeans
+
+    if init == "reference":
+        km = KMeans(n_clusters=k, n_init="auto", random_state=random_state).fit(U)
+        return km.labels_, km.cluster_centers_, float(km.inertia_)
+    if len(U) == k:
+        return np.arange(k), U, 0.0
+    # inputs are finite and parameters fixed: skip sklearn's per-call validation
+    with sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
+        seeded = n_init is None and k <= 3
+        start = contiguous_init(U, w, k) if seeded else "k-means++"
+        km = KMeans(n_clusters=k, init=start, n_init=1 if seeded else (n_init or 1),
+                    random_state=random_state).fit(U, sample_weight=w)
+    return km.labels_, km.cluster_centers_, float(km.inertia_)
+
+
+def elbow_kmeans(X: np.ndarray, k_max: int = 3, threshold: float = 0.1, random_state: int = 0,
+                 n_init: int | None = None, rule: str = "drop", init: str = "seeded"
+                 ) -> Clustering:
+    """Cluster rows of X (m, d); k chosen by the elbow ``rule`` (module docstring). Labels are
+    sorted by centroid mean (0 = lowest).
+
+    ``init="seeded"`` (``n_init=None``, k <= 3): identical rows are merged and
+    :func:`contiguous_init` seeds one Lloyd run; with an int ``n_init`` (or k > 3) sklearn's
+    k-means++ with that many restarts. ``init="reference"``: the reference's single k-means++
+    run (``n_init="auto"``) on the raw rows. On planted 0/1 cases a single k-means++ run landed
+    up to 24 % above the best of 10 restarts, which moves the elbow.
     """
+    if rule not in ("drop", "inertia"):
+        raise ValueError(f"rule: got {rule!r}; allowed: 'drop', 'inertia'")
+    if init not in ("seeded", "reference"):
+        raise ValueError(f"init: got {init!r}; allowed: 'seeded', 'reference'")
     m = X.shape[0]
     if m == 0:
         return Clustering(np.zeros(0, dtype=np.int64), 0, [])
     U, inv, w = unique_rows(X)
+    k_cap = min(k_max, len(U))
+    if init == "reference":  # fit the raw rows, as the reference does
+        U, inv, w = X, np.arange(m), np.ones(m)
     centre = (U * w[:, None]).sum(0) / w.sum()
     inertias = [float((w * ((U - centre) ** 2).sum(1)).sum())]
-    labels_u = np.zeros(len(U), dtype=np.int64)
-    centres = centre[None, :]
-    for k in range(2, k_max + 1):
-        if len(U) < k or inertias[-1] <= 1e-12:
+    fits = [(np.zeros(len(U), dtype=np.int64), centre[None, :])]
+    for k in range(2, k_cap + 1):
+        if rule == "inertia" and inertias[-1] <= 1e-12:
             break
-        if len(U) == k:
-            lab, cen, inertia = np.arange(k), U, 0.0
-        else:
-            import sklearn
-            from sklearn.cluster import KMeans
-
-            # inputs are finite and parameters fixed: skip sklearn's per-call validation
-            with sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
-                seeded = n_init is None and k <= 3
-                init = contiguous_init(U, w, k) if seeded else "k-means++"
-                km = KMeans(n_clusters=k, init=init, n_init=1 if seeded else (n_init or 1),
-                            random_state=random_state).fit(U, sample_weight=w)
-            lab, cen, inertia = km.labels_, km.cluster_centers_, float(km.inertia_)
+        lab, cen, inertia = _fit(U, None if init == "reference" else w, k, random_state, n_init, init)
         drop = inertias[-1] - inertia
         inertias.append(inertia)
-        if drop < threshold * inertias[-2]:
+        if rule == "inertia" and drop < threshold * inertias[-2]:
             break
-        labels_u, centres = lab, cen
+        fits.append((lab, cen))
+    if rule == "drop":
+        k = len(inertias)  # the reference: the largest k fitted unless a drop falls short
+        drops = -np.diff(inertias)
+        for i in range(1, len(drops)):
+            if drops[i] < threshold * drops[i - 1]:
+                k = i + 1
+                break
+        labels_u, centres = fits[k - 1]
+    else:
+        labels_u, centres = fits[-1]
     order = np.argsort(np.asarray(centres).mean(1), kind="stable")
     relabel = np.empty(len(order), dtype=np.int64)
     relabel[order] = np.arange(len(order))

@@ -1,12 +1,20 @@
-"""GRPO + GroupDRO: exponentiated group weights on GRPO advantages.
+"""GroupDRO weights on any base estimator's advantages (GRPO + GroupDRO: the ``group_dro`` preset).
 
-GroupDRO (Sagawa et al., "Distributionally Robust Neural Networks", arXiv 1911.08731) keeps a
-weight q_g per group and updates it by exponentiated gradient ascent on the group loss,
-q_g <- q_g * exp(eta * loss_g), renormalised. Here a group is (data source, demographic group)
-("unknown" is a group), loss_g = 1 - mean reward of g's completions in the batch (rewards are
-accuracies in [0, 1]; only groups in the batch are updated), and each completion's GRPO
-advantage is multiplied by w_g = |G_b| * q_g / sum_{h in G_b} q_h over the groups G_b present
-in the batch (so the mean weight over present groups is 1).
+GroupDRO (Sagawa et al., "Distributionally Robust Neural Networks", arXiv 1911.08731,
+Algorithm 1) keeps a weight q_g per group, updated by exponentiated gradient ascent on the
+group loss, q_g <- q_g * exp(eta * loss_g), renormalised, and minimises sum_g q_g * L_g with
+L_g the *mean* loss of group g. Here a group is (data source, demographic group) ("unknown" is
+a group), loss_g = 1 - mean reward of g's completions in the batch (rewards are accuracies in
+[0, 1]; only groups in the batch are updated). With n completions, n_g of them in g, and the
+groups G_b present in the batch, the advantage of each completion of g is multiplied by
+
+    ``weighting="group_mean"`` (Sagawa's objective):  w_g = n * q_g / (n_g * sum_{h in G_b} q_h)
+    ``weighting="per_example"`` (earlier here):       w_g = |G_b| * q_g / sum_{h in G_b} q_h
+
+Under ``group_mean`` group g carries exactly q_g / sum q of the batch's total weight (mean
+weight per completion 1); ``per_example`` weights each completion by q_g, so a group's share
+also grows with its size: with q_hard / q_easy = 4.69 and the hard group 25 % of the batch,
+its share is 82 % under ``group_mean`` and 61 % under ``per_example`` (tested).
 
 State: log q_g per group key (bounded by the number of groups), a plain dict.
 """
@@ -15,7 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -24,13 +32,11 @@ from algorithms.advantages.core import (
     AdvantageResult,
     BaseConfig,
     Batch,
-    Estimator,
     as_str_array,
     codes,
-    grpo_scores,
     normalise_groups,
-    register,
 )
+from algorithms.advantages.weighting import Weighted, Weighting, preset, register_weighting
 from base.errors import require
 
 
@@ -55,29 +61,33 @@ class GroupDROConfig(BaseConfig):
     """step size of the exponentiated-gradient update of the group weights"""
     max_log_weight: float = 20.0
     """log-weights are kept within +-this of their max (no overflow, no group fully silenced)"""
+    weighting: Literal["group_mean", "per_example"] = "group_mean"
+    """q_g / n_g per completion, i.e. q-weighted group-mean losses (Sagawa et al.) | q_g per
+    completion (a group's weight also grows with its size; this project's earlier choice)"""
 
     def __post_init__(self):
         super().__post_init__()
         require(self.eta >= 0 and math.isfinite(self.eta), "eta", f"must be >= 0, got {self.eta}")
         require(self.max_log_weight > 0, "max_log_weight",
                 f"must be > 0, got {self.max_log_weight}")
+        require(self.weighting in ("group_mean", "per_example"), "weighting",
+                f"got {self.weighting!r}; allowed: 'group_mean', 'per_example'")
 
 
-@register("group_dro")
-class GroupDRO(Estimator):
-    """GRPO + GroupDRO: exponentiated group weights (step eta) on GRPO advantages."""
+@register_weighting("group_dro")
+class GroupDROWeighting(Weighting):
+    """GroupDRO: exponentiated group weights (step eta) on the base advantages (arXiv 1911.08731)."""
 
     Config = GroupDROConfig
 
     def init_state(self) -> DROState:
         return DROState()
 
-    def compute(self, b: Batch, state: Any) -> AdvantageResult:
+    def apply(self, b: Batch, s: np.ndarray, state: Any) -> AdvantageResult:
         if not isinstance(state, DROState):
             raise AdvantageInputError(
                 f"state: group_dro needs the object from init_state(), got {type(state).__name__}")
         cfg = self.config
-        s = grpo_scores(b, cfg.eps)
         keys = as_str_array(b.meta.data_source) + "|" + normalise_groups(b.meta.group)
         names, code = codes(keys)
         comp_code = code[b.prompt_index] if b.rewards.size else np.zeros(0, dtype=np.int64)
@@ -96,6 +106,15 @@ class GroupDRO(Estimator):
         if present.size:
             lq = np.array([state.log_q[names[j]] for j in present])
             q = np.exp(lq - lq.max())
-            w[present] = len(present) * q / q.sum()
+            q = q / q.sum()
+            if cfg.weighting == "group_mean":
+                w[present] = b.rewards.size * q / n_g[present]
+            else:
+                w[present] = len(present) * q
         diag = {f"dro_weight/{names[j]}": float(w[j]) for j in present}
         return AdvantageResult(s * w[comp_code], diag)
+
+
+@preset("group_dro", base="grpo", weighting="group_dro")
+class GroupDRO(Weighted):
+    """GRPO + GroupDRO: exponentiated group weights (step eta) on GRPO advantages."""

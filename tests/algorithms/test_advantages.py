@@ -58,6 +58,23 @@ def rloo_loop(rewards, idx, P):
     return np.array(out)
 
 
+def dr_grpo_loop(rewards, idx, P):
+    per = _per_prompt(rewards, idx, P)
+    return np.array([0.0 if len(per[q]) < 2 else r - statistics.fmean(per[q])
+                     for r, q in zip(rewards, idx)])
+
+
+def token_whiten_loop(x, lengths):
+    """verl masked_whiten over a (n, max_len) token matrix: every token of completion i holds
+    x_i, the mask has lengths[i] ones (Bessel over tokens, rsqrt(var + 1e-8))."""
+    tokens = [float(v) for v, n in zip(x, lengths) for _ in range(int(n))]
+    if len(tokens) < 2:
+        return np.zeros(len(x))
+    m = statistics.fmean(tokens)
+    var = statistics.variance(tokens)
+    return np.array([(v - m) / math.sqrt(var + 1e-8) for v in x])
+
+
 def reinforce_pp_loop(rewards, eps=EPS):
     rs = [float(r) for r in rewards]
     if not rs:
@@ -98,8 +115,9 @@ class FairLoop:
 
 
 class DROLoop:
-    def __init__(self, eta, eps=EPS, max_log=20.0):
+    def __init__(self, eta, eps=EPS, max_log=20.0, weighting="per_example"):
         self.eta, self.eps, self.max_log, self.log_q = eta, eps, max_log, {}
+        self.weighting = weighting
 
     def __call__(self, rewards, idx, meta):
         P = len(meta.data_source)
@@ -113,7 +131,11 @@ class DROLoop:
         top = max(self.log_q.values()) if self.log_q else 0.0
         self.log_q = {k: max(v - top, -self.max_log) for k, v in self.log_q.items()}
         z = sum(math.exp(self.log_q[k]) for k in by_group)
-        w = {k: len(by_group) * math.exp(self.log_q[k]) / z for k in by_group}
+        n = sum(len(rs) for rs in by_group.values())
+        if self.weighting == "per_example":
+            w = {k: len(by_group) * math.exp(self.log_q[k]) / z for k in by_group}
+        else:  # Sagawa: q_g-weighted group-mean losses -> q_g / n_g per example
+            w = {k: n * math.exp(self.log_q[k]) / z / len(by_group[k]) for k in by_group}
         s = grpo_loop(rewards, idx, P, self.eps)
         return np.array([si * w[key[q]] for si, q in zip(s, idx)])
 
@@ -152,8 +174,43 @@ def test_grpo_rloo_reinforce_match_loops(batch):
                                grpo_loop(rewards, idx, P), rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(get_estimator("rloo")(rewards, idx, meta).advantages,
                                rloo_loop(rewards, idx, P), rtol=1e-9, atol=1e-9)
-    np.testing.assert_allclose(get_estimator("reinforce_pp")(rewards, idx, meta).advantages,
-                               reinforce_pp_loop(rewards), rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(
+        get_estimator("reinforce_pp", whiten="sequences")(rewards, idx, meta).advantages,
+        reinforce_pp_loop(rewards), rtol=1e-9, atol=1e-9)
+
+
+@SETTINGS
+@given(batches(), st.data())
+def test_dr_grpo_and_token_whitening_match_loops(batch, data):
+    rewards, idx, meta = batch
+    P = len(meta.data_source)
+    np.testing.assert_allclose(get_estimator("dr_grpo")(rewards, idx, meta).advantages,
+                               dr_grpo_loop(rewards, idx, P), rtol=1e-9, atol=1e-9)
+    lengths = np.array(data.draw(st.lists(st.integers(0, 9), min_size=len(rewards),
+                                          max_size=len(rewards))), dtype=float)
+    for baseline in ("none", "group_mean"):
+        est = get_estimator("reinforce_pp", baseline=baseline)  # whiten="tokens" by default
+        x = rewards
+        if baseline == "group_mean":  # r - prompt mean (0 for single completions: mean = r)
+            per = _per_prompt(rewards, idx, P)
+            x = np.array([r - statistics.fmean(per[q]) for r, q in zip(rewards, idx)])
+        np.testing.assert_allclose(est(rewards, idx, meta, lengths=lengths).advantages,
+                                   token_whiten_loop(x, lengths), rtol=1e-9, atol=1e-9)
+
+
+def test_token_whitening_weights_completions_by_length():
+    """Known case: rewards 1 (2 tokens) and 0 (8 tokens). Over tokens the mean is 0.2, so the
+    short correct answer gets +1.9 and the long wrong one -0.47 (over sequences: +-0.71)."""
+    meta = PromptMeta(["d", "d"], ["F", "M"], ["a", "b"])
+    r, idx = np.array([1.0, 0.0]), np.array([0, 1])
+    tok = get_estimator("reinforce_pp")(r, idx, meta, lengths=[2, 8]).advantages
+    sd = math.sqrt((2 * 0.8 ** 2 + 8 * 0.2 ** 2) / 9)
+    np.testing.assert_allclose(tok, [0.8 / sd, -0.2 / sd], rtol=1e-6)
+    assert tok[0] == pytest.approx(1.897, abs=1e-3) and tok[1] == pytest.approx(-0.474, abs=1e-3)
+    seq = get_estimator("reinforce_pp", whiten="sequences")(r, idx, meta).advantages
+    np.testing.assert_allclose(seq, [0.7071, -0.7071], atol=1e-4)
+    with pytest.raises(AdvantageInputError, match="lengths"):
+        get_estimator("reinforce_pp")(r, idx, meta, lengths=[2])
 
 
 @SETTINGS
@@ -169,11 +226,12 @@ def test_fair_grpo_matches_loop_over_steps(steps):
 
 
 @SETTINGS
-@given(st.lists(batches(), min_size=1, max_size=3), st.sampled_from([0.0, 0.5, 3.0]))
-def test_group_dro_matches_loop_over_steps(steps, eta):
-    est = get_estimator("group_dro", eta=eta)
+@given(st.lists(batches(), min_size=1, max_size=3), st.sampled_from([0.0, 0.5, 3.0]),
+       st.sampled_from(["per_example", "group_mean"]))
+def test_group_dro_matches_loop_over_steps(steps, eta, weighting):
+    est = get_estimator("group_dro", eta=eta, weighting=weighting)
     state = est.init_state()
-    ref = DROLoop(eta)
+    ref = DROLoop(eta, weighting=weighting)
     for rewards, idx, meta in steps:
         got = est(rewards, idx, meta, state).advantages
         np.testing.assert_allclose(got, ref(rewards, idx, meta), rtol=1e-9, atol=1e-9)
@@ -489,7 +547,7 @@ class NDLoop(FairLoop):
 
 def test_fair_grpo_nd_scaling_matches_loop_over_steps():
     rng = np.random.default_rng(11)
-    est = get_estimator("fair_grpo_nd")
+    est = get_estimator("fair_grpo_nd", cluster_history="batch", elbow="inertia")
     state = est.init_state()
     ref = NDLoop()
     for step in range(3):
@@ -515,7 +573,7 @@ def test_elbow_on_merged_points_equals_plain_kmeans(rates, k):
     rng = np.random.default_rng(12)
     rewards, idx, _ = _planted(rng, rates=rates, per=50, G=8, sources=("d",))
     X = reward_matrix(rewards, idx, np.bincount(idx).astype(float))
-    cl = elbow_kmeans(X)
+    cl = elbow_kmeans(X, rule="inertia")
     # the reported inertia is the objective of the returned labels on the original points
     own = sum(float(((X[cl.labels == c] - X[cl.labels == c].mean(0)) ** 2).sum())
               for c in range(cl.k))
