@@ -2,30 +2,34 @@
 (``python -m platform.train fairgrpo|grpo|...`` and ``python -m platform.clinical.compare``).
 
 Built by :func:`platform.cli.config_from_args` (defaults < ``--config FILE.yaml`` <
-``--set key=value`` < explicit flags). Each field is declared once with
+``--set key=value`` < explicit flags < the command's algorithm). Each field is declared once with
 :func:`base.config.option`: its doc feeds ``--help`` and the table in docs/clinical-grpo.md,
 and its ``track`` decides whether (and as what) it is an MLflow param of the run
 (:func:`base.config.tracked_params`; ``estimator`` and ``sampler`` are added as derived
 params). Invariants are checked in ``__post_init__`` with errors that name the field.
 
 :data:`ALGORITHMS` is the one table of the clinical algorithms: each is this pipeline with an
-advantage estimator (``algorithms.advantages``) and a data sampler; ``platform.train``
-registers its commands from it.
+advantage estimator (``algorithms.advantages``), a data sampler and a *preset*: values for the
+fields left empty (``learner.loss_agg``, ``learner.policy_loss``, ``learner.clip_eps_low/high``,
+``rollout.dynamic_sampling``, ``reward.overlong_buffer``), resolved in
+``ClinicalConfig.__post_init__`` (anything set explicitly wins; see :data:`PRESET_DEFAULTS`).
+``platform.train`` registers its commands from the table.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from platform.clinical.backends import spec
 from typing import Any, Literal
 
-from base.config import option
-from base.errors import require
+from algorithms.losses import LOSS_AGG_MODES, POLICY_LOSSES, LossSpec
+from base.config import get_path, option
+from base.errors import ConfigError, require
 
 
 @dataclass(frozen=True)
 class ClinicalAlgorithm:
-    """One ``platform.train`` clinical algorithm: the estimator and sampler it implies."""
+    """One ``platform.train`` clinical algorithm: the estimator, sampler and preset it implies."""
 
     estimator: str
     """An ``algorithms.advantages.ESTIMATORS`` name."""
@@ -34,6 +38,13 @@ class ClinicalAlgorithm:
     sampler: Literal["shuffle", "balanced"] = "shuffle"
     """Training data order: a permutation per epoch, or ``balanced`` (minority groups
     oversampled per data source, ``algorithms.sampling.balanced_indices``)."""
+    preset: dict[str, Any] = field(default_factory=dict)
+    """Dotted field -> value (or ``f(cfg)``) for fields of :data:`PRESET_DEFAULTS` left empty."""
+
+
+def _dapo_overlong(cfg: ClinicalConfig) -> int:
+    """DAPO's overlong buffer, L_cache / L_max = 4096 / 20480 of the paper: a fifth of the cap."""
+    return max(1, cfg.rollout.max_new_tokens // 5)
 
 
 ALGORITHMS: dict[str, ClinicalAlgorithm] = {
@@ -42,12 +53,45 @@ ALGORITHMS: dict[str, ClinicalAlgorithm] = {
     "fairgrpo-nd": ClinicalAlgorithm(
         "fair_grpo_nd", "FairGRPO with latent groups discovered by k-means (no demographics)"),
     "grpo": ClinicalAlgorithm("grpo", "GRPO baseline on the clinical pipeline"),
+    "dr-grpo": ClinicalAlgorithm(
+        "dr_grpo", "Dr. GRPO: estimator dr_grpo (no std), loss seq-mean-token-sum-norm (no length norm)",
+        preset={"learner.loss_agg": "seq-mean-token-sum-norm"}),
+    "dapo": ClinicalAlgorithm(
+        "grpo", "DAPO: grpo + clip-higher 0.2/0.28, token-mean loss, overlong penalty, dynamic sampling",
+        preset={"learner.clip_eps_high": 0.28, "learner.loss_agg": "token-mean",
+                "rollout.dynamic_sampling": True, "reward.overlong_buffer": _dapo_overlong}),
+    "gspo": ClinicalAlgorithm(
+        "grpo", "GSPO: grpo + sequence-level ratio and clipping (3e-4/4e-4), seq-mean-token-mean loss",
+        preset={"learner.policy_loss": "gspo", "learner.loss_agg": "seq-mean-token-mean",
+                "learner.clip_eps_low": 3e-4, "learner.clip_eps_high": 4e-4}),
     "rloo": ClinicalAlgorithm("rloo", "RLOO baseline on the clinical pipeline"),
-    "reinforce-pp": ClinicalAlgorithm("reinforce_pp", "REINFORCE++ baseline on the clinical pipeline"),
+    "reinforce-pp": ClinicalAlgorithm(
+        "reinforce_pp", "REINFORCE++ baseline (estimator reinforce_pp, token whitening)"),
     "grpo-resample": ClinicalAlgorithm(
         "grpo", "GRPO with minority groups oversampled per data source", sampler="balanced"),
-    "grpo-dro": ClinicalAlgorithm("group_dro", "GRPO with GroupDRO group weights"),
+    "grpo-dro": ClinicalAlgorithm("group_dro", "GRPO with GroupDRO group weights (Sagawa's q_g / n_g)"),
 }
+
+PRESET_DEFAULTS: dict[str, Any] = {
+    "learner.policy_loss": "ppo",
+    "learner.loss_agg": "token-mean",
+    "learner.clip_eps_low": lambda cfg: cfg.learner.clip_eps,
+    "learner.clip_eps_high": lambda cfg: cfg.learner.clip_eps,
+    "rollout.dynamic_sampling": False,
+    "reward.overlong_buffer": 0,
+}
+"""Fields an algorithm may preset: the value when neither the user nor the algorithm sets it."""
+
+EMPTY = ("", None)
+
+
+def _resolve(cfg: Any, dotted: str, preset: dict[str, Any]) -> None:
+    """Fill an empty field from the algorithm's preset, else from PRESET_DEFAULTS."""
+    if get_path(cfg, dotted) not in EMPTY:
+        return
+    value = preset.get(dotted, PRESET_DEFAULTS[dotted])
+    section, name = dotted.split(".")
+    setattr(getattr(cfg, section), name, value(cfg) if callable(value) else value)
 
 
 def _section_param(section: str, name: str):
@@ -81,6 +125,11 @@ class DataConfig:
         8, "prompts sampled per training step (each gets rollout.group_size completions)")
     eval_split: Literal["val", "test"] = option("val", "held-out split for periodic evaluation")
     eval_prompts: int = option(0, "held-out prompts per evaluation (0 = the whole split)")
+    partial_groups: Literal["keep_known", "unknown"] = option(
+        "keep_known", "training key of a row with some group attributes missing: keep_known = "
+        "the known part, e.g. F|unknown, a group of its own (the FairGRPO reference) | unknown = "
+        "wholly unknown; a row missing every attribute is unknown either way (evaluation keys: "
+        "always wholly unknown)")
 
     def __post_init__(self) -> None:
         require(self.prompts_per_step >= 1, "data.prompts_per_step", f"{self.prompts_per_step} must be >= 1")
@@ -145,8 +194,16 @@ class RolloutConfig:
         "the engines, NCCL on GPUs, gloo on CPU); auto = broadcast when the backend supports it "
         "and engines and learners have GPUs of their own (placement: dedicated), else object_store")
     vllm: VLLMConfig = option(VLLMConfig, "vLLM engine settings (used when backend is vllm)")
+    dynamic_sampling: bool | None = option(
+        None, "DAPO dynamic sampling: drop prompts whose completions all got the same reward, "
+        "generate more until data.prompts_per_step are kept (logs filter/by_group/<g>/dropped); "
+        "empty = the algorithm's (on for dapo)")
+    max_gen_batches: int = option(
+        4, "dynamic sampling: most generation rounds per step (verl max_num_gen_batches); when "
+        "spent, the step trains on the prompts kept so far (the last round's if none)")
 
     def __post_init__(self) -> None:
+        require(self.max_gen_batches >= 1, "rollout.max_gen_batches", f"{self.max_gen_batches} must be >= 1")
         require(self.num_gpus >= 0, "rollout.num_gpus", f"{self.num_gpus} must be >= 0")
         spec(self.backend).validate(self)  # unknown backend: ConfigError naming rollout.backend
         require(self.num_workers >= 1, "rollout.num_workers", f"{self.num_workers} must be >= 1")
@@ -168,7 +225,25 @@ class LearnerConfig:
         "auto", "torch.distributed backend; auto = nccl on GPU else gloo")
     lr: float = option(1e-3, "AdamW learning rate")
     weight_decay: float = option(0.0, "AdamW weight decay")
-    clip_eps: float = option(0.2, "PPO clip range epsilon")
+    clip_eps: float = option(0.2, "PPO clip range epsilon (both sides unless clip_eps_low/high are set)")
+    clip_eps_low: float | None = option(
+        None, "ratio clipped below 1 - clip_eps_low; empty = the algorithm's (gspo: 3e-4), else clip_eps")
+    clip_eps_high: float | None = option(
+        None, "ratio clipped above 1 + clip_eps_high (DAPO clip-higher); empty = the algorithm's "
+        "(dapo: 0.28, gspo: 4e-4), else clip_eps")
+    dual_clip_c: float = option(0.0, "dual-clip bound c > 1 on the loss of negative advantages "
+                                "(verl clip_ratio_c, 3 there); 0 = off")
+    policy_loss: str = option(
+        "", f"importance ratio: {' | '.join(POLICY_LOSSES)} (ppo = per token, gspo = per sequence); "
+        "empty = the algorithm's (gspo for gspo, else ppo)")
+    loss_agg: str = option(
+        "", f"loss aggregation over the global batch: {' | '.join(LOSS_AGG_MODES)} (verl agg_loss; "
+        "sum-norm divides by rollout.max_new_tokens); empty = the algorithm's (dr-grpo: "
+        "seq-mean-token-sum-norm, gspo: seq-mean-token-mean, else token-mean)")
+    tis_cap: float = option(
+        0.0, "truncated importance sampling for the rollout/learner log-prob mismatch: each "
+        "token's loss times min(exp(learner - rollout logp), tis_cap) (verl tis_imp_ratio_cap, "
+        "TRL vllm_importance_sampling token_truncate); 0 = off, else >= 1 (2 is usual)")
     kl_coef: float = option(0.0, "coefficient of the k3 KL to the frozen reference model (0 = no reference)")
     grad_accum: int = option(2, "micro-batches per optimizer step on each learner")
     max_grad_norm: float = option(1.0, "gradient clipping norm (0 = off)")
@@ -184,7 +259,19 @@ class LearnerConfig:
         require(self.num_learners >= 1, "learner.num_learners", f"{self.num_learners} must be >= 1")
         require(self.num_gpus >= 0, "learner.num_gpus", f"{self.num_gpus} must be >= 0")
         require(self.lr > 0, "learner.lr", f"{self.lr} must be > 0")
-        require(self.clip_eps > 0, "learner.clip_eps", f"{self.clip_eps} must be > 0")
+        require(0 < self.clip_eps < 1, "learner.clip_eps", f"{self.clip_eps} must be in (0, 1)")
+        require(self.clip_eps_low is None or 0 < self.clip_eps_low < 1, "learner.clip_eps_low",
+                f"{self.clip_eps_low} must be in (0, 1) (or empty)")
+        require(self.clip_eps_high is None or self.clip_eps_high > 0, "learner.clip_eps_high",
+                f"{self.clip_eps_high} must be > 0 (or empty)")
+        require(self.dual_clip_c == 0 or self.dual_clip_c > 1, "learner.dual_clip_c",
+                f"{self.dual_clip_c} must be 0 (off) or > 1")
+        require(self.policy_loss in ("", *POLICY_LOSSES), "learner.policy_loss",
+                f"{self.policy_loss!r}; allowed: {', '.join(POLICY_LOSSES)} (or empty)")
+        require(self.loss_agg in ("", *LOSS_AGG_MODES), "learner.loss_agg",
+                f"{self.loss_agg!r}; allowed: {', '.join(LOSS_AGG_MODES)} (or empty)")
+        require(self.tis_cap == 0 or self.tis_cap >= 1, "learner.tis_cap",
+                f"{self.tis_cap} must be 0 (off) or >= 1")
         require(self.kl_coef >= 0, "learner.kl_coef", f"{self.kl_coef} must be >= 0 (0 disables the reference)")
         require(self.grad_accum >= 1, "learner.grad_accum", f"{self.grad_accum} must be >= 1")
         require(self.max_grad_norm >= 0, "learner.max_grad_norm", f"{self.max_grad_norm} must be >= 0")
@@ -192,14 +279,40 @@ class LearnerConfig:
         require(not (self.fairgrad and self.zero_stage == 3), "learner.fairgrad",
                 "needs learner.zero_stage=2 (per-objective gradients of unpartitioned parameters)")
 
+    def loss_spec(self, norm_len: int) -> LossSpec:
+        """The loss this learner config asks for; empty fields take :data:`PRESET_DEFAULTS`
+        (a ClinicalConfig has resolved them already). ``norm_len``: the generation cap."""
+        return LossSpec(
+            policy_loss=self.policy_loss or PRESET_DEFAULTS["learner.policy_loss"],
+            agg=self.loss_agg or PRESET_DEFAULTS["learner.loss_agg"],
+            clip_low=self.clip_eps if self.clip_eps_low is None else self.clip_eps_low,
+            clip_high=self.clip_eps if self.clip_eps_high is None else self.clip_eps_high,
+            dual_clip_c=self.dual_clip_c, kl_coef=self.kl_coef, tis_cap=self.tis_cap,
+            norm_len=max(1, int(norm_len)))
+
 
 @dataclass
 class AdvantageConfig:
     """The advantage estimator (``algorithms.advantages``)."""
 
-    estimator: str = option("", "algorithms.advantages estimator; empty = the one named by the "
+    estimator: str = option("", "algorithms.advantages estimator: grpo, dr_grpo, rloo, reinforce_pp, "
+                            "fair_grpo, fair_grpo_nd, group_dro; empty = the one named by the "
                             "algorithm (logged as the derived param estimator)", track=False)
-    kwargs: dict[str, Any] = option({}, "keyword arguments for the estimator")
+    fairness: str = option("", "fairness weighting on top of the estimator: fairgrpo | fairgrpo_nd | "
+                           "group_dro, over grpo, dr_grpo, rloo or reinforce_pp (e.g. dapo + "
+                           "fairgrpo); empty = none (the fair_grpo* / group_dro estimators "
+                           "already are grpo + one)")
+    kwargs: dict[str, Any] = option({}, "keyword arguments for the estimator and the fairness "
+                                    "weighting (e.g. negative_rewards, history, elbow, "
+                                    "cluster_history; docs/fairgrpo.md)")
+
+    def __post_init__(self) -> None:
+        from algorithms.advantages import ESTIMATORS, WEIGHTINGS
+
+        require(self.estimator in ("", *ESTIMATORS.names()), "advantage.estimator",
+                f"{self.estimator!r}; allowed: {', '.join(ESTIMATORS.names())} (or empty)")
+        require(self.fairness in ("", "none", *WEIGHTINGS.names()), "advantage.fairness",
+                f"{self.fairness!r}; allowed: {', '.join(WEIGHTINGS.names())} (or empty)")
 
 
 @dataclass
@@ -208,6 +321,16 @@ class RewardConfig:
 
     name: str = option("accuracy", "envs.clinical.rewards.REWARDS entry (accuracy, format, accuracy+format, ...)")
     kwargs: dict[str, Any] = option({}, "keyword arguments for the reward factory")
+    overlong_buffer: int | None = option(
+        None, "DAPO overlong penalty: the last overlong_buffer tokens before rollout.max_new_tokens "
+        "cost up to overlong_penalty, linearly (verl overlong_buffer.len); 0 = off; empty = the "
+        "algorithm's (dapo: max_new_tokens // 5)")
+    overlong_penalty: float = option(1.0, "DAPO overlong penalty at the cap (verl overlong_buffer.penalty_factor)")
+
+    def __post_init__(self) -> None:
+        require(self.overlong_buffer is None or self.overlong_buffer >= 0, "reward.overlong_buffer",
+                f"{self.overlong_buffer} must be >= 0")
+        require(self.overlong_penalty >= 0, "reward.overlong_penalty", f"{self.overlong_penalty} must be >= 0")
 
 
 def _uses_gpus(cfg: ClinicalConfig) -> bool:
@@ -255,6 +378,18 @@ class ClinicalConfig:
         require(n >= self.learner.num_learners, "data.prompts_per_step",
                 f"{self.data.prompts_per_step} x rollout.group_size {self.rollout.group_size} = {n} "
                 f"completions must be >= learner.num_learners ({self.learner.num_learners})")
+        for dotted in PRESET_DEFAULTS:
+            _resolve(self, dotted, ALGORITHMS[self.algorithm].preset)
+        cap = self.rollout.max_new_tokens
+        require(self.reward.overlong_buffer <= cap, "reward.overlong_buffer",
+                f"{self.reward.overlong_buffer} must be <= rollout.max_new_tokens ({cap})")
+        if self.fairness:
+            from algorithms.advantages import base_estimators
+
+            bases = base_estimators()
+            if self.estimator not in bases:
+                raise ConfigError("advantage.fairness", f"{self.fairness!r} over {self.estimator!r}, "
+                                  f"which already weights by group; allowed estimators: {', '.join(bases)}")
 
     @property
     def estimator(self) -> str:
@@ -265,3 +400,17 @@ class ClinicalConfig:
     def sampler(self) -> str:
         """The training data order the algorithm implies (``shuffle`` or ``balanced``)."""
         return ALGORITHMS[self.algorithm].sampler
+
+    @property
+    def fairness(self) -> str:
+        """The fairness weighting over the estimator (``advantage.fairness``; "" = none)."""
+        return "" if self.advantage.fairness in EMPTY + ("none",) else self.advantage.fairness
+
+    @property
+    def estimator_key(self) -> str:
+        """What a checkpoint's estimator state belongs to: ``estimator`` or ``estimator+fairness``."""
+        return f"{self.estimator}+{self.fairness}" if self.fairness else self.estimator
+
+    def loss_spec(self) -> LossSpec:
+        """The learner's loss (``seq-mean-token-sum-norm`` divides by rollout.max_new_tokens)."""
+        return self.learner.loss_spec(self.rollout.max_new_tokens)

@@ -1,12 +1,16 @@
 """The clinical GRPO driver: one loop of named, timed stages.
 
-    rollout -> reward -> advantage -> update -> sync -> evaluate (-> checkpoint)
+    rollout -> reward -> (filter) -> advantage -> update -> sync -> evaluate (-> checkpoint)
 
 :class:`Pipeline` owns the pieces (data, reward function, advantage estimator + state, rollout
 pool, learner group) and has one method per stage; :func:`train` is the loop. One :class:`Step`
-carries a training step's data from stage to stage. The estimator and sampler come from the
-algorithm (``config.ALGORITHMS``: ``fairgrpo`` -> ``fair_grpo``, ``grpo-resample`` -> ``grpo``
-with ``algorithms.sampling.balanced_indices``), so every clinical algorithm is this one driver.
+carries a training step's data from stage to stage. The estimator (with an optional fairness
+weighting, ``advantage.fairness``), sampler and preset come from the algorithm
+(``config.ALGORITHMS``: ``fairgrpo`` -> ``fair_grpo``, ``grpo-resample`` -> ``grpo`` with
+``algorithms.sampling.balanced_indices``, ``dapo`` -> ``grpo`` + dynamic sampling + overlong
+penalty + clip-higher), so every clinical algorithm is this one driver. ``filter`` runs with
+``rollout.dynamic_sampling`` (DAPO): prompts whose completions all scored the same are dropped
+and more are generated (``algorithms.sampling.dynamic_filter``; ``filter/*`` metrics).
 
 Where actors run (:mod:`.placement`), which rollout backend (:mod:`.backends`) and how weights
 travel (:func:`.weight_sync.sync_method`) are decided elsewhere; this module only asks.
@@ -25,10 +29,11 @@ from typing import Any
 import numpy as np
 
 from algorithms.advantages import AdvantageResult
-from base.errors import UsageError
+from base.errors import ConfigError, UsageError
 from base.registry import RegistryError
 
-STAGES = ("rollout", "reward", "advantage", "update", "sync", "evaluate", "checkpoint")
+STAGES = ("rollout", "reward", "filter", "advantage", "update", "sync", "evaluate", "checkpoint")
+ROUND_SEED = 1_000_003  # seed offset of each extra dynamic-sampling round
 INVALID = "(invalid)"  # evaluation label for an unparseable answer
 
 
@@ -106,6 +111,19 @@ def row_image(row: dict) -> bytes | None:
     return image_bytes(load_image(row))
 
 
+def training_groups(df, attributes: list[str], partial: str = "keep_known") -> list[str]:
+    """Training group key per row. ``partial="keep_known"`` (the FairGRPO reference, whose key
+    is "M,UNK" when the age is missing): the known attributes stay, the missing ones read
+    "unknown" ("F|unknown", a group of its own); a row missing every attribute is "unknown".
+    ``"unknown"``: any missing attribute makes the whole key unknown (``group_keys``)."""
+    from envs.clinical.dataset import UNKNOWN, group_keys
+
+    if partial == "unknown":
+        return group_keys(df, attributes).tolist()
+    parts = [group_keys(df, [a]).tolist() for a in attributes]
+    return [UNKNOWN if all(v == UNKNOWN for v in vals) else "|".join(vals) for vals in zip(*parts)]
+
+
 @dataclass
 class Step:
     """One training step, filled in stage by stage (the one container passed between stages).
@@ -124,7 +142,11 @@ class Step:
     result: GenerationResult
     """The rollout: G completions per prompt, their tokens and sampling log-probs."""
     rewards: np.ndarray | None = None
-    """(N,) float64 rewards."""
+    """(N,) float64 rewards (after any shaping, e.g. DAPO's overlong penalty)."""
+    scores: np.ndarray | None = None
+    """(N,) the reward function's values before shaping (what dynamic sampling filters on)."""
+    correct: np.ndarray | None = None
+    """(N,) bool: the parsed answer is right (dynamic sampling's all-correct / all-wrong)."""
     advantages: AdvantageResult | None = None
     """(N,) advantages + the estimator's diagnostics."""
     metrics: dict[str, float] = field(default_factory=dict)
@@ -140,6 +162,39 @@ class Step:
         """(N,) the group of each completion."""
         return [self.groups[p] for p in self.prompt_index]
 
+    @property
+    def lengths(self) -> np.ndarray:
+        """(N,) completion lengths in tokens."""
+        return np.array([len(t) for per in self.result.token_ids for t in per], dtype=np.float64)
+
+    def take(self, prompts: list[int]) -> Step:
+        """The step restricted to ``prompts`` (indices into ``rows``), rewards included."""
+        r = self.result
+        tokens = sum(len(t) for p in prompts for t in r.token_ids[p])
+        result = GenerationResult([r.texts[p] for p in prompts], [r.token_ids[p] for p in prompts],
+                                  [r.logprobs[p] for p in prompts],
+                                  [r.prompt_token_ids[p] for p in prompts], tokens, r.seconds)
+        ends = np.cumsum([len(t) for t in r.texts])
+        comp = np.concatenate([np.arange(ends[p] - len(r.texts[p]), ends[p]) for p in prompts]
+                              or [np.zeros(0, dtype=np.int64)]).astype(np.int64)
+
+        def pick(a):
+            return None if a is None else a[comp]
+
+        return Step(self.number, [self.indices[p] for p in prompts], [self.rows[p] for p in prompts],
+                    [self.groups[p] for p in prompts], result, pick(self.rewards), pick(self.scores),
+                    pick(self.correct), metrics=dict(self.metrics))
+
+    @staticmethod
+    def concat(a: Step, b: Step) -> Step:
+        """Prompts of ``a`` then ``b`` (same step number); ``a``'s metrics."""
+        def cat(x, y):
+            return None if x is None or y is None else np.concatenate([x, y])
+
+        return Step(a.number, a.indices + b.indices, a.rows + b.rows, a.groups + b.groups,
+                    GenerationResult.concat([a.result, b.result]), cat(a.rewards, b.rewards),
+                    cat(a.scores, b.scores), cat(a.correct, b.correct), metrics=dict(a.metrics))
+
 
 class Pipeline:
     """Everything a step needs; one method per stage (each a thin call into its owner)."""
@@ -148,9 +203,9 @@ class Pipeline:
         from platform.clinical import backends, models
         from platform.clinical.weight_sync import sync_method
 
-        from algorithms.advantages import get_estimator
+        from algorithms.advantages import make_estimator
         from envs.clinical import dataset, synth
-        from envs.clinical.rewards import REWARDS
+        from envs.clinical.rewards import REWARDS, make_accuracy
 
         self.cfg = cfg
         self.model_path = str(models.resolve_model_path(cfg.model.path))
@@ -160,15 +215,22 @@ class Pipeline:
         self.train_df = dataset.load_dataset(data_path, "train")
         self.eval_df = dataset.load_dataset(data_path, cfg.data.eval_split)
         attrs = cfg.data.group_attributes
-        self.train_groups = dataset.group_keys(self.train_df, attrs).tolist()
+        self.train_groups = training_groups(self.train_df, attrs, cfg.data.partial_groups)
         self.eval_groups = dataset.group_keys(self.eval_df, attrs).tolist()
         try:
             self.reward_fn = REWARDS.get(cfg.reward.name)(**cfg.reward.kwargs)
-            self.estimator = get_estimator(cfg.estimator, **cfg.advantage.kwargs)
         except RegistryError as exc:
-            raise UsageError(f"{'reward.name' if 'reward' in str(exc) else 'advantage.estimator'}: {exc}") from None
+            raise UsageError(f"reward.name: {exc}") from None
         except TypeError as exc:
             raise UsageError(f"reward.kwargs: {exc}") from None
+        self.accuracy_fn = make_accuracy()  # dynamic sampling's all-correct / all-wrong
+        try:
+            self.estimator = make_estimator(cfg.estimator, cfg.fairness or None, **cfg.advantage.kwargs)
+        except RegistryError as exc:
+            raise UsageError(f"advantage.estimator: {exc}") from None
+        except ConfigError as exc:
+            name = "advantage.estimator" if exc.field == "estimator" else f"advantage.kwargs.{exc.field}"
+            raise ConfigError(name, str(exc).split(": ", 1)[-1]) from None
         self.est_state = self.estimator.init_state()
         self.cursor = DataCursor(len(self.train_df), cfg.seed, cfg.sampler,
                                  self.train_df["data_source"].astype(str).tolist(), self.train_groups)
@@ -228,18 +290,60 @@ class Pipeline:
             temperature=temperature, top_p=self.cfg.rollout.top_p if temperature > 0 else 1.0,
             max_new_tokens=self.cfg.rollout.max_new_tokens, seed=seed)
 
-    def rollout(self, number: int) -> Step:
-        """The next ``data.prompts_per_step`` prompts, G sampled completions each."""
+    def rollout(self, number: int, round_: int = 0) -> Step:
+        """The next ``data.prompts_per_step`` prompts, G sampled completions each (``round_`` > 0:
+        an extra dynamic-sampling round of the same step, with its own seed)."""
         idx = self.cursor.next(self.cfg.data.prompts_per_step)
+        seed = self.cfg.seed * 100_003 + number + round_ * ROUND_SEED
         rows, req = self.request(self.train_df, idx, self.cfg.rollout.group_size,
-                                 self.cfg.rollout.temperature, seed=self.cfg.seed * 100_003 + number)
+                                 self.cfg.rollout.temperature, seed=seed)
         return Step(number, idx, rows, [self.train_groups[i] for i in idx], self.pool.generate(req))
 
     def reward(self, step: Step) -> np.ndarray:
-        """Rewards ``(N,)`` in prompt-major order."""
+        """Rewards ``(N,)`` in prompt-major order; also sets ``step.scores`` (before shaping)
+        and ``step.correct``. ``reward.overlong_buffer`` > 0 adds DAPO's overlong penalty
+        (``reward/overlong_penalty`` mean, ``reward/overlong_fraction``)."""
+        from algorithms.advantages import overlong_penalty
+
         completions = [t for texts in step.result.texts for t in texts]
         samples = [row for row, texts in zip(step.rows, step.result.texts) for _ in texts]
-        return np.asarray(self.reward_fn(completions, samples), dtype=np.float64)
+        step.scores = np.asarray(self.reward_fn(completions, samples), dtype=np.float64)
+        step.correct = self.accuracy_fn(completions, samples) > 0
+        rewards = step.scores
+        buffer = self.cfg.reward.overlong_buffer
+        if buffer:
+            pen = overlong_penalty(step.lengths, self.cfg.rollout.max_new_tokens, buffer,
+                                   self.cfg.reward.overlong_penalty)
+            step.metrics.update({"reward/overlong_penalty": float(pen.mean()) if pen.size else 0.0,
+                                 "reward/overlong_fraction": float((pen < 0).mean()) if pen.size else 0.0})
+            rewards = rewards + pen
+        return rewards
+
+    def dynamic_sampling(self, step: Step) -> Step:
+        """DAPO dynamic sampling: keep prompts whose scores differ, generate more rounds
+        (``rollout.max_gen_batches`` in all) until ``data.prompts_per_step`` are kept, train on
+        the first that many (or on all kept when the rounds run out; on the last round when
+        none was kept). Metrics: ``filter/*`` (:meth:`FilterResult.metrics`), ``filter/rounds``."""
+        from algorithms.sampling import dynamic_filter
+
+        want = self.cfg.data.prompts_per_step
+        report, kept, last, rounds = None, None, step, 0
+        while rounds < self.cfg.rollout.max_gen_batches and (kept is None or len(kept.rows) < want):
+            if rounds:
+                last = self.rollout(step.number, rounds)
+                last.rewards = self.reward(last)
+            res = dynamic_filter(last.scores, last.prompt_index, last.groups, last.correct)
+            report = res if report is None else report.merge(res)
+            part = last.take([int(p) for p in np.flatnonzero(res.keep)])
+            kept = part if kept is None else Step.concat(kept, part)
+            rounds += 1
+        out = kept if kept.rows else last
+        if len(out.rows) > want:
+            out = out.take(list(range(want)))
+        out.metrics = {**step.metrics, **last.metrics, **report.metrics(),
+                       "filter/rounds": float(rounds), "filter/kept": float(len(kept.rows)),
+                       "filter/trained_prompts": float(len(out.rows))}
+        return out
 
     def advantage(self, step: Step) -> AdvantageResult:
         """The estimator on ``step.rewards`` (its running state, e.g. FairGRPO's history, moves on)."""
@@ -250,7 +354,14 @@ class Pipeline:
             data_source=[str(r["data_source"]) for r in rows], group=step.groups,
             prompt_id=[str(r["id"]) for r in rows],
             true_group=[r.get("true_group") for r in rows] if "true_group" in self.train_df else None)
-        return self.estimator(step.rewards, step.prompt_index, meta, self.est_state)
+        from algorithms.advantages import AdvantageInputError
+
+        try:
+            return self.estimator(step.rewards, step.prompt_index, meta, self.est_state,
+                                  lengths=step.lengths)
+        except AdvantageInputError as exc:
+            raise UsageError(f"{exc} (reward.name={self.cfg.reward.name!r}, advantage.estimator="
+                             f"{self.cfg.estimator_key!r})") from None
 
     def update(self, step: Step) -> dict[str, float]:
         """One learner update on the step's completions; returns ``learner/*`` metrics."""
@@ -264,8 +375,9 @@ class Pipeline:
             completion_ids=[ids for per in step.result.token_ids for ids in per],
             advantages=[float(a) for a in step.advantages.advantages],
             images=[images[p] for p in prompt_index],
-            groups=[names.index(g) for g in step.completion_groups])
-        return self.learners.update(batch)
+            groups=[names.index(g) for g in step.completion_groups],
+            rollout_logprobs=[lp for per in step.result.logprobs for lp in per])
+        return self.learners.update(batch, self.cfg.loss_spec())
 
     def sync(self, number: int) -> dict[str, float]:
         """Learner -> rollout workers (``self.sync_method``); returns ``weight_sync/*``."""
@@ -327,13 +439,13 @@ class Pipeline:
     # -- state ------------------------------------------------------------------------------
     def state_dict(self, number: int, run_id: str) -> dict[str, Any]:
         return {"step": number, "run_id": run_id, "data": self.cursor.state_dict(),
-                "estimator": self.est_state.state_dict(), "estimator_name": self.cfg.estimator,
+                "estimator": self.est_state.state_dict(), "estimator_name": self.cfg.estimator_key,
                 "algorithm": self.cfg.algorithm}
 
     def load_state_dict(self, d: dict[str, Any]) -> None:
-        if d["estimator_name"] != self.cfg.estimator:
+        if d["estimator_name"] != self.cfg.estimator_key:
             raise UsageError(f"--resume: checkpoint used estimator {d['estimator_name']!r}, "
-                             f"config says {self.cfg.estimator!r}")
+                             f"config says {self.cfg.estimator_key!r}")
         self.cursor.load_state_dict(d["data"])
         self.est_state.load_state_dict(d["estimator"])
 
@@ -364,6 +476,9 @@ def train(pipe: Pipeline, start_step: int, run_id: str, ckpt_root: str,
             step = pipe.rollout(number)
         with timed(times, "reward"):
             step.rewards = pipe.reward(step)
+        if cfg.rollout.dynamic_sampling:
+            with timed(times, "filter"):  # (includes any extra rollout + reward rounds)
+                step = pipe.dynamic_sampling(step)
         with timed(times, "advantage"):
             step.advantages = pipe.advantage(step)
         with timed(times, "update"):

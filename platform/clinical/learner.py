@@ -1,4 +1,5 @@
-"""DeepSpeed ZeRO-2/3 learner actors: PPO-clip on token log-probs, optional KL to a reference.
+"""DeepSpeed ZeRO-2/3 learner actors: PPO-clip / GSPO on token log-probs, optional KL to a
+reference, loss aggregation over the global batch, truncated importance sampling.
 
 Each learner is a Ray actor (:class:`LearnerGroup` starts ``num_learners`` of them) that sets
 MASTER_ADDR/MASTER_PORT/RANK/WORLD_SIZE/LOCAL_RANK, calls
@@ -6,8 +7,15 @@ MASTER_ADDR/MASTER_PORT/RANK/WORLD_SIZE/LOCAL_RANK, calls
 ``deepspeed.initialize``. Every collective (update steps, ZeRO-3 gathers, checkpoints) is sent
 to all ranks together and awaited with a timeout (a call on one rank alone would hang).
 
-Loss: ``algorithms.losses.ppo_token_loss`` per completion (PPO-clip on token log-probs, k3 KL
-to the frozen reference), averaged over the whole global batch.
+Loss: ``algorithms.losses.policy_token_loss`` per token (PPO-clip or GSPO, clip-higher,
+optional dual clip, TIS, k3 KL to the frozen reference), aggregated over the whole global batch
+by ``algorithms.losses.sample_losses`` with the batch's global sequence and token counts
+(``learner.loss_agg``; verl ``agg_loss``): each micro-batch contributes its samples' shares, so
+the ranks' micro-batches sum to the full-batch loss whatever the sharding. The loss travels
+with each update call as an ``algorithms.losses.LossSpec`` (the driver's
+``ClinicalConfig.loss_spec()``), so learners started once can serve several algorithms.
+With rollout log-probs in the batch, each rank also measures |learner - rollout| log-prob per
+token (``rollout/logprob_diff/mean|max``).
 
 log-probs are of ``logits / temperature`` (the sampling distribution). With ``ppo_epochs=1``
 the single optimizer step sees the pre-update policy, so ``old_logp = logp.detach()``; with
@@ -25,7 +33,7 @@ from platform.clinical.weight_sync import BroadcastLearnerMixin
 from platform.cluster import REPO_ROOT
 from typing import Any
 
-from algorithms.losses import ppo_token_loss
+from algorithms.losses import LossSpec, policy_token_loss, sample_losses
 
 TORCH_EXTENSIONS_DIR = REPO_ROOT / ".cache" / "torch_extensions"
 
@@ -40,6 +48,9 @@ class TrainBatch:
     images: list[bytes | None]
     groups: list[int] = field(default_factory=list)
     """Integer group id per completion (FairGrad objectives); empty if unused."""
+    rollout_logprobs: list[list[float]] = field(default_factory=list)
+    """The rollout engine's sampling log-prob of each completion token (same shape as
+    ``completion_ids``); empty if unknown (no mismatch metric, no TIS)."""
 
     def __len__(self) -> int:
         return len(self.completion_ids)
@@ -51,7 +62,13 @@ class TrainBatch:
             advantages=[self.advantages[i] for i in idx],
             images=[self.images[i] for i in idx],
             groups=[self.groups[i] for i in idx] if self.groups else [],
+            rollout_logprobs=[self.rollout_logprobs[i] for i in idx] if self.rollout_logprobs else [],
         )
+
+    def counts(self) -> tuple[float, float]:
+        """(sequences with at least one token, tokens) of the whole batch (aggregation)."""
+        lens = [len(c) for c in self.completion_ids]
+        return float(sum(n > 0 for n in lens)), float(sum(lens))
 
 
 def shard_batch(batch: TrainBatch, world: int, accum: int) -> list[list[list[int] | None]]:
@@ -140,6 +157,18 @@ class LearnerImpl(BroadcastLearnerMixin):
         self.steps = 0
 
     # -- tensors ----------------------------------------------------------------------------
+    def _rollout_logp(self, batch: TrainBatch, shape: tuple[int, int]):
+        """(B, L-1) rollout log-probs aligned with :meth:`_token_logp` (token j of completion
+        i is predicted at position len(prompt) + j - 1), or None without them."""
+        import torch
+
+        if not batch.rollout_logprobs:
+            return None
+        out = torch.zeros(shape, dtype=torch.float32)
+        for i, (p, lp) in enumerate(zip(batch.prompt_ids, batch.rollout_logprobs)):
+            out[i, len(p) - 1: len(p) - 1 + len(lp)] = torch.tensor(lp, dtype=torch.float32)
+        return out.to(self.device)
+
     def _collate(self, batch: TrainBatch):
         """Right-padded ``input_ids, attention_mask, completion mask (B, L)`` + pixel values."""
         from platform.clinical.generation import decode_image
@@ -176,24 +205,31 @@ class LearnerImpl(BroadcastLearnerMixin):
         return logp, cmask[:, 1:]
 
     # -- update -----------------------------------------------------------------------------
-    def update(self, batch: TrainBatch, shards: list[list[int]], global_n: int) -> dict[str, float]:
-        """PPO update on this rank's micro-batches (``shards[micro] -> indices into batch``).
+    def update(self, batch: TrainBatch, shards: list[list[int]], global_n: int,
+               spec: LossSpec | None = None) -> dict[str, float]:
+        """One update on this rank's micro-batches (``shards[micro] -> indices into batch``;
+        ``batch`` is the whole global batch, ``global_n`` its size).
 
-        All ranks must call this together with the same ``len(shards)``.
+        ``spec``: the loss (None = this learner's config, the generation cap taken as the
+        longest completion). All ranks must call this together with the same ``len(shards)``.
         """
         import torch
 
         start = time.perf_counter()
-        scale = self.world * len(shards) / max(global_n, 1)  # DeepSpeed averages micro-batches and ranks
-        stats = {"loss": 0.0, "clipfrac": 0.0, "kl": 0.0, "ratio": 0.0, "tokens": 0.0}
+        if spec is None:
+            spec = _spec_from_dict(self.cfg, max((len(c) for c in batch.completion_ids), default=1))
+        n_seqs, n_tokens = batch.counts()
+        scale = self.world * len(shards)  # DeepSpeed averages micro-batches and ranks
+        stats = {k: 0.0 for k in ("loss", "clipfrac", "kl", "ratio", "tokens", "logprob_diff",
+                                  "logprob_diff_max", "tis_weight", "tis_clipped")}
         old = None
         if self.cfg["ppo_epochs"] > 1:
             with torch.no_grad():
                 old = [self._token_logp(self.engine, *self._micro(batch, idx)[:2])[0] for idx in shards]
         grad_norm = float("nan")
-        for _epoch in range(self.cfg["ppo_epochs"]):
+        for epoch in range(self.cfg["ppo_epochs"]):
             for m, idx in enumerate(shards):
-                inputs, cmask, adv, weight = self._micro(batch, idx)
+                inputs, cmask, adv, weight, rollout = self._micro(batch, idx)
                 leaves = self._detached_params() if self.fairgrad else None
                 logp, mask = self._token_logp(self._functional(leaves) if leaves else self.engine,
                                               inputs, cmask)
@@ -202,30 +238,38 @@ class LearnerImpl(BroadcastLearnerMixin):
                 if self.ref is not None:
                     with torch.no_grad():
                         ref_logp, _ = self._token_logp(self.ref, inputs, cmask)
-                loss_seq, st = ppo_token_loss(logp, old_logp, ref_logp, adv, mask,
-                                              self.cfg["clip_eps"], self.cfg["kl_coef"])
-                weighted = loss_seq * weight * scale
+                per_tok, st = policy_token_loss(logp, old_logp, adv, mask, spec, ref_logp=ref_logp,
+                                                rollout_logp=rollout)
+                shares = sample_losses(per_tok, mask, spec.agg, n_seqs, n_tokens, spec.norm_len) * weight
                 if self.fairgrad:
-                    loss = self._fairgrad_surrogate(weighted * len(weighted), batch, idx, leaves)
+                    loss = self._fairgrad_surrogate(shares * scale * len(shares), batch, idx, leaves)
                     stats["fairgrad_conflicts"] = stats.get("fairgrad_conflicts", 0.0) + self._conflicts
                 else:
-                    loss = weighted.sum()
+                    loss = (shares * scale).sum()
                 self.engine.backward(loss)
                 self.engine.step()
-                stats["loss"] += float((loss_seq * weight).sum().item())
-                for k in ("clipfrac", "kl", "ratio", "tokens"):
-                    stats[k] += st[k] if idx else 0.0
+                stats["loss"] += float(shares.sum().item())
+                if idx:
+                    for k in ("clipfrac", "kl", "ratio", "tokens", "tis_weight", "tis_clipped"):
+                        stats[k] += st.get(k, 0.0)
+                    if epoch == 0 and "logprob_diff" in st:  # the mismatch before any step
+                        stats["logprob_diff"] += st["logprob_diff"]
+                        stats["logprob_diff_max"] = max(stats["logprob_diff_max"], st["logprob_diff_max"])
             norm = self.engine.get_global_grad_norm()
             grad_norm = float(norm) if norm is not None else grad_norm
         self.steps += 1
-        tokens = max(stats["tokens"], 1.0)
+        epochs = self.cfg["ppo_epochs"]
         return {"loss_sum": stats["loss"], "clipfrac_sum": stats["clipfrac"], "kl_sum": stats["kl"],
-                "ratio_sum": stats["ratio"], "tokens": tokens / self.cfg["ppo_epochs"],
+                "ratio_sum": stats["ratio"], "tokens": max(stats["tokens"], 1.0) / epochs,
                 "grad_norm": grad_norm, "seconds": time.perf_counter() - start,
+                "logprob_diff_sum": stats["logprob_diff"], "logprob_diff_max": stats["logprob_diff_max"],
+                "tis_weight_sum": stats["tis_weight"], "tis_clipped": stats["tis_clipped"],
+                "has_rollout_logp": float(bool(batch.rollout_logprobs)),
                 "fairgrad_conflicts": stats.get("fairgrad_conflicts", 0.0)}
 
     def _micro(self, batch: TrainBatch, idx: list[int]):
-        """Collated micro-batch: ``inputs, cmask (B, L), advantages (B,), weights (B,)``.
+        """Collated micro-batch: ``inputs, cmask (B, L), advantages (B,), weights (B,),
+        rollout log-probs (B, L-1) or None``.
 
         An empty micro-batch runs sample 0 with weight 0 (every rank must call backward).
         """
@@ -235,7 +279,8 @@ class LearnerImpl(BroadcastLearnerMixin):
         inputs, cmask = self._collate(sub)
         adv = torch.tensor(sub.advantages, dtype=torch.float32, device=self.device)
         weight = torch.full((len(sub),), 1.0 if idx else 0.0, device=self.device)
-        return inputs, cmask, adv, weight
+        rollout = self._rollout_logp(sub, (cmask.shape[0], cmask.shape[1] - 1))
+        return inputs, cmask, adv, weight, rollout
 
     def _detached_params(self) -> dict[str, Any]:
         """Leaf copies (shared storage) of the trainable parameters for the FairGrad forward.
@@ -349,6 +394,14 @@ class LearnerImpl(BroadcastLearnerMixin):
         return self.steps
 
 
+def _spec_from_dict(cfg: dict[str, Any], norm_len: int) -> LossSpec:
+    """The loss of a learner config dict (empty fields: the base defaults)."""
+    from platform.clinical.config import LearnerConfig
+
+    fields = {k: v for k, v in cfg.items() if k in LearnerConfig.__dataclass_fields__}
+    return LearnerConfig(**fields).loss_spec(norm_len)
+
+
 class _nullcontext:
     def __enter__(self):
         return None
@@ -417,24 +470,33 @@ class LearnerGroup:
 
         return ray.get([call(a) for a in self.actors], timeout=self.timeout)
 
-    def update(self, batch: TrainBatch) -> dict[str, float]:
-        """One training step on all ranks; returns averaged metrics (``learner/...``)."""
+    def update(self, batch: TrainBatch, spec: LossSpec | None = None) -> dict[str, float]:
+        """One training step on all ranks; returns ``learner/*`` (and, with rollout log-probs
+        in the batch, ``rollout/logprob_diff/mean|max``) metrics."""
         import ray
 
         shards = shard_batch(batch, len(self.actors), self.cfg.grad_accum)
         ref = ray.put(batch)
-        outs = self._all_indexed(lambda a, r: a.update.remote(ref, shards[r], len(batch)))
+        outs = self._all_indexed(lambda a, r: a.update.remote(ref, shards[r], len(batch), spec))
         tokens = sum(o["tokens"] for o in outs)
-        return {
-            "learner/loss": sum(o["loss_sum"] for o in outs) / max(len(batch), 1) / self.cfg.ppo_epochs,
-            "learner/clipfrac": sum(o["clipfrac_sum"] for o in outs) / tokens / self.cfg.ppo_epochs,
-            "learner/kl": sum(o["kl_sum"] for o in outs) / tokens / self.cfg.ppo_epochs,
-            "learner/ratio": sum(o["ratio_sum"] for o in outs) / tokens / self.cfg.ppo_epochs,
+        epochs = self.cfg.ppo_epochs
+        out = {
+            "learner/loss": sum(o["loss_sum"] for o in outs) / epochs,
+            "learner/clipfrac": sum(o["clipfrac_sum"] for o in outs) / tokens / epochs,
+            "learner/kl": sum(o["kl_sum"] for o in outs) / tokens / epochs,
+            "learner/ratio": sum(o["ratio_sum"] for o in outs) / tokens / epochs,
             "learner/grad_norm": outs[0]["grad_norm"],
             "learner/tokens": tokens,
-            **({"learner/fairgrad_conflicts": sum(o["fairgrad_conflicts"] for o in outs)}
-               if self.cfg.fairgrad else {}),
         }
+        if outs[0].get("has_rollout_logp"):
+            out["rollout/logprob_diff/mean"] = sum(o["logprob_diff_sum"] for o in outs) / tokens
+            out["rollout/logprob_diff/max"] = max(o["logprob_diff_max"] for o in outs)
+            if (spec.tis_cap if spec is not None else self.cfg.tis_cap) > 0:
+                out["learner/tis_weight"] = sum(o["tis_weight_sum"] for o in outs) / tokens / epochs
+                out["learner/tis_clipfrac"] = sum(o["tis_clipped"] for o in outs) / tokens / epochs
+        if self.cfg.fairgrad:
+            out["learner/fairgrad_conflicts"] = sum(o["fairgrad_conflicts"] for o in outs)
+        return out
 
     def _all_indexed(self, call) -> list[Any]:
         import ray
