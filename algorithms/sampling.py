@@ -108,13 +108,13 @@ def dynamic_filter(scores: np.ndarray, prompt_index: np.ndarray, groups: Sequenc
     else:
         top, bottom = (scores.max(), scores.min()) if scores.size else (0.0, 0.0)
         all_correct, all_wrong = constant & (lo == top), constant & (lo == bottom) & (top != bottom)
-    by_group: dict[str, dict[str, int]] = {}
-    for p, g in enumerate(groups):
-        if count[p] == 0:
-            continue
-        acc = by_group.setdefault(str(g), {"prompts": 0, "dropped": 0, "all_correct": 0, "all_wrong": 0})
-        acc["prompts"] += 1
-        acc["dropped"] += int(constant[p])
-        acc["all_correct"] += int(all_correct[p])
-        acc["all_wrong"] += int(all_wrong[p])
+    import pandas as pd
+
+    code, names = pd.factorize(np.asarray([str(g) for g in groups], dtype=object), sort=False)
+    seen = count > 0
+    tally = {k: np.bincount(code, weights=v, minlength=len(names)).astype(np.int64)
+             for k, v in (("prompts", seen), ("dropped", constant), ("all_correct", all_correct),
+                          ("all_wrong", all_wrong))}
+    by_group = {str(g): {k: int(tally[k][j]) for k in tally}
+                for j, g in enumerate(names) if tally["prompts"][j] > 0}
     return FilterResult(~constant & (count > 0), by_group)

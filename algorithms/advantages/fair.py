@@ -9,11 +9,11 @@ reward). With T_d = max(sqrt(N_d) * mu_d, eps) and T_g = sqrt(N_g) * mu_g:
 
     a_i = s_i / (T_d * T_g),   then   a <- a / (std(a) + eps)
 
-so rare groups (small N) and hard groups (small mu) get larger advantages. Unknown
-demographics ("unknown" here, "UNK" in the reference) are one group (``fairgrpo``) or latent
-groups found by k-means over the data source's history of unlabelled prompts
-(``fairgrpo_nd``; see ``discovery``). Where this module departs from the reference it is a
-named option next to the reference's (defaults in brackets):
+so rare groups (small N) and hard groups (small mu) get larger advantages. Wholly unknown
+demographics ("unknown" here, "UNK" in the reference) become latent groups found by k-means
+over the data source's history of unlabelled prompts (see ``discovery``); ``fairgrpo_nd`` is
+the same weighting under the name of the paper's no-label variant. Where this module departs
+from the reference it is a named option next to the reference's (defaults in brackets):
 
 - ``negative_rewards`` [``shift``]: the reference's T_g is not floored, so a group whose mean
   reward is below 0 gets its advantages' sign flipped and a zero factor leaves the score
@@ -21,6 +21,8 @@ named option next to the reference's (defaults in brackets):
   per data source so its lowest reward seen so far counts as 0 (m_d = min(0, running min of d);
   mu - m_d in T_d and T_g; identical to the reference while rewards are >= 0), and
   T_d * T_g is clamped to [eps, factor_max]. ``"error"``: rewards below 0 raise.
+- ``unknown`` [``cluster``, the reference]: ``"group"`` makes every unknown prompt of a data
+  source one more group, "unknown" (this project's earlier ``fair_grpo``).
 - ``history`` [``unique``]: N counts unique prompts (by ``prompt_id``) and mu is the mean of
   their latest mean rewards, so N is the group's size, not the run's length; ``"visits"``
   is the reference: every visit counts and mu is the mean over every rollout of every visit.
@@ -324,17 +326,9 @@ class FairGRPOConfig(BaseConfig):
     history: Literal["unique", "visits"] = "unique"
     """N counts unique prompts, mu = mean of their latest mean rewards | every visit counts and
     mu = mean over all rollouts (the reference; N grows with the number of epochs)"""
-
-    def __post_init__(self):
-        super().__post_init__()
-        require(self.factor_max > self.eps, "factor_max",
-                f"({self.factor_max}) must be > eps ({self.eps})")
-        _choice("negative_rewards", self.negative_rewards, ("shift", "error", "reference"))
-        _choice("history", self.history, ("unique", "visits"))
-
-
-@dataclass
-class FairGRPONDConfig(FairGRPOConfig):
+    unknown: Literal["cluster", "group"] = "cluster"
+    """prompts whose group is wholly unknown: latent groups by k-means per data source (the
+    reference) | one more group "unknown" (this project's earlier fair_grpo)"""
     k_max: int = 3
     """largest number of latent groups per data source (k in {1, ..., k_max})"""
     elbow: Literal["drop", "inertia"] = "drop"
@@ -357,6 +351,11 @@ class FairGRPONDConfig(FairGRPOConfig):
 
     def __post_init__(self):
         super().__post_init__()
+        require(self.factor_max > self.eps, "factor_max",
+                f"({self.factor_max}) must be > eps ({self.eps})")
+        _choice("negative_rewards", self.negative_rewards, ("shift", "error", "reference"))
+        _choice("history", self.history, ("unique", "visits"))
+        _choice("unknown", self.unknown, ("cluster", "group"))
         require(1 <= self.k_max <= 10, "k_max", f"must be in [1, 10], got {self.k_max}")
         require(0.0 <= self.elbow_threshold < 1.0, "elbow_threshold",
                 f"must be in [0, 1), got {self.elbow_threshold}")
@@ -365,6 +364,9 @@ class FairGRPONDConfig(FairGRPOConfig):
         _choice("cluster_on", self.cluster_on, ("rewards", "features"))
         _choice("kmeans_init", self.kmeans_init, ("seeded", "reference"))
         require(self.n_init is None or self.n_init >= 1, "n_init", f"must be >= 1, got {self.n_init}")
+
+
+FairGRPONDConfig = FairGRPOConfig  # one config: fair_grpo_nd is the same weighting
 
 
 def _source_minima(rewards: np.ndarray, prompt_index: np.ndarray, sources_all: np.ndarray
@@ -385,13 +387,6 @@ class FairGRPOWeighting(Weighting):
 
     def init_state(self) -> FairHistory:
         return FairHistory(self.config.history)
-
-    def _discover(self, b: Batch, present: np.ndarray, sources: np.ndarray, groups: np.ndarray,
-                  ids: list[str], state: FairHistory, diag: dict
-                  ) -> tuple[np.ndarray, dict[tuple[str, str], tuple[float, float]]]:
-        """Latent groups for unknown prompts: (effective group per present prompt,
-        {(d, cluster key): (N_c, mu_c)})."""
-        return groups, {}
 
     def apply(self, b: Batch, s: np.ndarray, state: Any) -> AdvantageResult:
         if not isinstance(state, FairHistory):
@@ -459,17 +454,15 @@ class FairGRPOWeighting(Weighting):
         return factor if ref else np.clip(factor, cfg.eps, cfg.factor_max)
 
 
-@register_weighting("fairgrpo_nd")
-class FairGRPONDWeighting(FairGRPOWeighting):
-    """FairGRPO without labels: unknown groups found per data source by k-means + elbow."""
-
-    Config = FairGRPONDConfig
-
-    def _discover(self, b, present, sources, groups, ids, state, diag):
+    def _discover(self, b: Batch, present: np.ndarray, sources: np.ndarray, groups: np.ndarray,
+                  ids: list[str], state: FairHistory, diag: dict
+                  ) -> tuple[np.ndarray, dict[tuple[str, str], tuple[float, float]]]:
+        """Latent groups for wholly unknown prompts (``unknown="cluster"``): (effective group
+        per present prompt, {(d, cluster key): (N_c, mu_c)})."""
         cfg = self.config
         unknown = groups == UNKNOWN
         diag["unknown_fraction"] = float(unknown.mean()) if unknown.size else 0.0
-        if not unknown.any():
+        if cfg.unknown == "group" or not unknown.any():
             return groups, {}
         if cfg.cluster_on == "features":
             if b.meta.features is None:
@@ -525,6 +518,11 @@ class FairGRPONDWeighting(FairGRPOWeighting):
         ari, nmi = agreement(true, labels)
         diag[f"ari/{d}"], diag[f"nmi/{d}"] = ari, nmi
         return ari, nmi, len(prompts)
+
+
+@register_weighting("fairgrpo_nd")
+class FairGRPONDWeighting(FairGRPOWeighting):
+    """FairGRPO without labels: the fairgrpo weighting under the name of the no-label variant."""
 
 
 @preset("fair_grpo", base="grpo", weighting="fairgrpo")

@@ -49,9 +49,11 @@ def _dapo_overlong(cfg: ClinicalConfig) -> int:
 
 ALGORITHMS: dict[str, ClinicalAlgorithm] = {
     "fairgrpo": ClinicalAlgorithm(
-        "fair_grpo", "FairGRPO on a clinical VLM (Ray rollout workers + DeepSpeed learners)"),
+        "fair_grpo", "FairGRPO on a clinical VLM (Ray rollout workers + DeepSpeed learners; "
+        "unknown demographics clustered, as the reference)"),
     "fairgrpo-nd": ClinicalAlgorithm(
-        "fair_grpo_nd", "FairGRPO with latent groups discovered by k-means (no demographics)"),
+        "fair_grpo_nd", "FairGRPO-ND: the same weighting under the no-label name (rows without "
+        "demographics get latent groups by k-means)"),
     "grpo": ClinicalAlgorithm("grpo", "GRPO baseline on the clinical pipeline"),
     "dr-grpo": ClinicalAlgorithm(
         "dr_grpo", "Dr. GRPO: estimator dr_grpo (no std), loss seq-mean-token-sum-norm (no length norm)",

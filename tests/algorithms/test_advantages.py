@@ -216,7 +216,7 @@ def test_token_whitening_weights_completions_by_length():
 @SETTINGS
 @given(st.lists(batches(), min_size=1, max_size=3))
 def test_fair_grpo_matches_loop_over_steps(steps):
-    est = get_estimator("fair_grpo")
+    est = get_estimator("fair_grpo", unknown="group")
     state = est.init_state()
     ref = FairLoop()
     for rewards, idx, meta in steps:

@@ -170,8 +170,8 @@ def test_composition_errors_name_the_field():
         make_estimator("fair_grpo", fairness="fairgrpo")
     assert exc.value.field == "estimator" and "rloo" in str(exc.value)
     with pytest.raises(ConfigError) as exc:
-        make_estimator("rloo", fairness="fairgrpo", k_max=2)  # a fairgrpo_nd field
-    assert exc.value.field == "k_max" and "factor_max" in str(exc.value)
+        make_estimator("rloo", fairness="fairgrpo", eta=0.5)  # a group_dro field
+    assert exc.value.field == "eta" and "factor_max" in str(exc.value)
     with pytest.raises(ConfigError) as exc:
         make_estimator("reinforce_pp", fairness="fairgrpo", whiten="words")
     assert exc.value.field == "whiten"
