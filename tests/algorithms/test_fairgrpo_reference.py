@@ -19,7 +19,7 @@ import pytest
 from algorithms.advantages import AdvantageInputError, PromptMeta, get_estimator
 from algorithms.advantages.discovery import elbow_kmeans, reward_matrix
 
-REF = dict(negative_rewards="reference", history="visits")
+REF = {"negative_rewards": "reference", "history": "visits"}
 
 
 def select_k_elbow(vals, k_max=10, tol=0.10):

@@ -6,7 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from algorithms.losses import LOSS_AGG_MODES, LossSpec, policy_token_loss, ppo_token_loss, sample_losses
+from algorithms.losses import (
+    LOSS_AGG_MODES,
+    LossSpec,
+    policy_token_loss,
+    ppo_token_loss,
+    sample_losses,
+)
 
 torch = pytest.importorskip("torch")
 

@@ -17,10 +17,10 @@ from base.errors import ConfigError
 
 
 @pytest.mark.parametrize("algorithm,estimator,spec", [
-    ("fairgrpo", "fair_grpo", dict(policy_loss="ppo", agg="token-mean", clip_low=0.2, clip_high=0.2)),
-    ("dr-grpo", "dr_grpo", dict(agg="seq-mean-token-sum-norm", norm_len=16)),
-    ("dapo", "grpo", dict(agg="token-mean", clip_low=0.2, clip_high=0.28)),
-    ("gspo", "grpo", dict(policy_loss="gspo", agg="seq-mean-token-mean", clip_low=3e-4, clip_high=4e-4)),
+    ("fairgrpo", "fair_grpo", {"policy_loss": "ppo", "agg": "token-mean", "clip_low": 0.2, "clip_high": 0.2}),
+    ("dr-grpo", "dr_grpo", {"agg": "seq-mean-token-sum-norm", "norm_len": 16}),
+    ("dapo", "grpo", {"agg": "token-mean", "clip_low": 0.2, "clip_high": 0.28}),
+    ("gspo", "grpo", {"policy_loss": "gspo", "agg": "seq-mean-token-mean", "clip_low": 3e-4, "clip_high": 4e-4}),
 ])
 def test_algorithm_presets(algorithm, estimator, spec):
     cfg = build(ClinicalConfig, {"algorithm": algorithm})
@@ -165,9 +165,9 @@ def test_overlong_penalty_in_the_reward_stage():
 def test_rollout_logprobs_align_with_the_learner_positions():
     """Token j of a completion after a prompt of length p is predicted at logit position
     p + j - 1 of the (B, L-1) log-prob matrix; the completion mask marks the same places."""
-    import torch
-
     from platform.clinical.learner import LearnerImpl, TrainBatch
+
+    import torch
 
     impl = object.__new__(LearnerImpl)
     impl.device = torch.device("cpu")
