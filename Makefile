@@ -63,3 +63,10 @@ ui: install
 
 clean:
 	rm -rf mlruns mlflow.db artifacts ray_results checkpoints .pytest_cache
+
+# Wheels the GPU kit (benchmarks/gpu_kit.py) needs on the lent GPU machine, into the git-ignored
+# .gpu-wheels/ (DeepSpeed built as a pure-Python wheel, its missing imports, the pinned
+# transformers; sizes checked against the 64 MiB a device call may carry). README: the run call.
+.PHONY: gpu-wheels
+gpu-wheels: install
+	$(PY) -m benchmarks.gpu_wheels
