@@ -453,7 +453,6 @@ class FairGRPOWeighting(Weighting):
         factor = t_d[src_code] * t_g[pair_code]
         return factor if ref else np.clip(factor, cfg.eps, cfg.factor_max)
 
-
     def _discover(self, b: Batch, present: np.ndarray, sources: np.ndarray, groups: np.ndarray,
                   ids: list[str], state: FairHistory, diag: dict
                   ) -> tuple[np.ndarray, dict[tuple[str, str], tuple[float, float]]]:
