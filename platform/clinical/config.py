@@ -52,8 +52,9 @@ ALGORITHMS: dict[str, ClinicalAlgorithm] = {
         "fair_grpo", "FairGRPO on a clinical VLM (Ray rollout workers + DeepSpeed learners; "
         "unknown demographics clustered, as the reference)"),
     "fairgrpo-nd": ClinicalAlgorithm(
-        "fair_grpo_nd", "FairGRPO-ND: the same weighting under the no-label name (rows without "
-        "demographics get latent groups by k-means)"),
+        "fair_grpo_nd", "FairGRPO without demographic labels: the estimator sees none, every "
+        "prompt gets a latent group by k-means per data source (the paper's ND variant)",
+        preset={"data.withhold_demographics": True}),
     "grpo": ClinicalAlgorithm("grpo", "GRPO baseline on the clinical pipeline"),
     "dr-grpo": ClinicalAlgorithm(
         "dr_grpo", "Dr. GRPO: estimator dr_grpo (no std), loss seq-mean-token-sum-norm (no length norm)",
@@ -81,6 +82,7 @@ PRESET_DEFAULTS: dict[str, Any] = {
     "learner.clip_eps_high": lambda cfg: cfg.learner.clip_eps,
     "rollout.dynamic_sampling": False,
     "reward.overlong_buffer": 0,
+    "data.withhold_demographics": False,
 }
 """Fields an algorithm may preset: the value when neither the user nor the algorithm sets it."""
 
@@ -132,6 +134,11 @@ class DataConfig:
         "the known part, e.g. F|unknown, a group of its own (the FairGRPO reference) | unknown = "
         "wholly unknown; a row missing every attribute is unknown either way (evaluation keys: "
         "always wholly unknown)")
+    withhold_demographics: bool | None = option(
+        None, "true: the advantage estimator sees no demographics (every training prompt "
+        "'unknown', so FairGRPO clusters them all into latent groups); evaluation still reports "
+        "per-group metrics from the labels; empty = the algorithm's preset (fairgrpo-nd: true, "
+        "others: false)")
 
     def __post_init__(self) -> None:
         require(self.prompts_per_step >= 1, "data.prompts_per_step", f"{self.prompts_per_step} must be >= 1")

@@ -347,11 +347,13 @@ class Pipeline:
 
     def advantage(self, step: Step) -> AdvantageResult:
         """The estimator on ``step.rewards`` (its running state, e.g. FairGRPO's history, moves on)."""
-        from algorithms.advantages import PromptMeta
+        from algorithms.advantages import UNKNOWN, PromptMeta
 
         rows = step.rows
+        groups = ([UNKNOWN] * len(rows) if self.cfg.data.withhold_demographics
+                  else step.groups)  # the ND variant: labels never reach the estimator
         meta = PromptMeta(
-            data_source=[str(r["data_source"]) for r in rows], group=step.groups,
+            data_source=[str(r["data_source"]) for r in rows], group=groups,
             prompt_id=[str(r["id"]) for r in rows],
             true_group=[r.get("true_group") for r in rows] if "true_group" in self.train_df else None)
         from algorithms.advantages import AdvantageInputError

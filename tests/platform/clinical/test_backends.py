@@ -158,3 +158,35 @@ def test_no_module_outside_a_backend_names_a_backend():
                 if names & set(consts):
                     bad.append(f"{path.name}:{node.lineno}")
     assert not bad, f"compares with a backend name outside its module: {bad}"
+
+
+@pytest.mark.parametrize("algorithm,withheld", [("fairgrpo-nd", True), ("fairgrpo", False)])
+def test_the_nd_variant_never_shows_labels_to_the_estimator(algorithm, withheld):
+    """fairgrpo-nd: every training prompt reaches the estimator as 'unknown' (latent groups
+    for all); fairgrpo sees the rows' demographic keys. Evaluation labels are untouched."""
+    import numpy as np
+    from platform.clinical.driver import Pipeline, Step
+
+    from algorithms.advantages import UNKNOWN
+
+    cfg = build(ClinicalConfig, {"algorithm": algorithm})
+    assert cfg.data.withhold_demographics is withheld
+    pipe = Pipeline(cfg)
+    seen = {}
+
+    def recorder(rewards, prompt_index, meta, state, **kw):
+        seen["groups"] = list(meta.group)
+        return "result"
+
+    pipe.estimator = recorder
+    from platform.clinical.generation import GenerationResult
+
+    idx = [0, 1, 2]
+    result = GenerationResult(texts=[["A"]] * 3, token_ids=[[[1]]] * 3, logprobs=[[[0.0]]] * 3,
+                              prompt_token_ids=[[1]] * 3, num_generated_tokens=3, seconds=0.0)
+    step = Step(number=1, indices=idx, rows=[pipe.train_df.iloc[i].to_dict() for i in idx],
+                groups=[pipe.train_groups[i] for i in idx], result=result, rewards=np.zeros(3))
+    assert pipe.advantage(step) == "result"
+    expected = [UNKNOWN] * 3 if withheld else step.groups
+    assert seen["groups"] == expected and (withheld or UNKNOWN not in expected)
+    assert len(set(pipe.eval_groups)) > 1  # evaluation still reports per-group metrics
