@@ -23,6 +23,9 @@ _CLINICAL = "platform.clinical.train:main"
 ALGORITHMS.register("group-robust-ppo", _ALLOCATION,
                     help="PPO with (1-λ)·L_PPO + λ·L_robust on a hospital simulator (RLlib)")
 ALGORITHMS.register("ppo", _ALLOCATION, help="RLlib PPO baseline on a hospital simulator")
+ALGORITHMS.register("heuristic", "platform.allocation.heuristic:main",
+                    help="a rule-based policy (--policy; its --help lists the rules) on a "
+                         "hospital simulator, evaluated like a trained one")
 for _name, _alg in CLINICAL_ALGORITHMS.items():  # one table: platform.clinical.config.ALGORITHMS
     ALGORITHMS.register(_name, _CLINICAL, help=_alg.help)
 ALGORITHMS.register("fairgrad-classifier", "platform.tabular:main",

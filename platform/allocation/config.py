@@ -19,6 +19,8 @@ from base.config import option
 from base.errors import require
 
 ALGORITHMS = ("group-robust-ppo", "ppo")
+#: how an env runner steps its envs (``env_vectorize``)
+VECTORIZE = ("batched", "sync")
 # Evaluation seeds must stay away from the seeds RLlib derives for training envs
 # (seed + small worker/vector offsets).
 EVAL_SEED_MARGIN = 10_000
@@ -70,10 +72,27 @@ class AllocationConfig:
         "env_config.max_decisions=200")
     seed: int = option(0, "training seed (torch, numpy, env runners)")
     iterations: int = option(20, "training iterations (total; --resume continues up to it)")
-    num_env_runners: int = option(1, "remote env-runner actors (0: sample in the driver)")
-    num_envs_per_env_runner: int = option(1, "vectorised envs per env runner")
-    train_batch_size: int = option(1000, "env steps per training iteration")
-    minibatch_size: int = option(128, "SGD minibatch size (<= train_batch_size)")
+    num_env_runners: int = option(
+        0, "remote env-runner actors (0: sample in the driver process, the fastest on one "
+        "machine: PPO samples and learns in turn, so a remote runner only adds a copy of "
+        "every batch; use several on a cluster)")
+    num_envs_per_env_runner: int = option(
+        64, "envs stepped together per env runner (64: measured fastest for the batched "
+        "hospital env, benchmarks/allocation_throughput.py; each env runs "
+        "train_batch_size / (64 x runners) steps per iteration)")
+    env_vectorize: Literal["batched", "sync"] = option(
+        "batched",
+        "how an env runner steps its num_envs_per_env_runner envs: batched (the scenario's "
+        "numpy vector env, RLlib gym_env_vectorize_mode=vector_entry_point; a scenario without "
+        "one, e.g. starved, falls back to sync and says so) or sync (gymnasium SyncVectorEnv of "
+        "single envs); logged as the mode actually used",
+        track=lambda cfg: cfg.vectorize_mode)
+    train_batch_size: int = option(
+        8192, "env steps per training iteration (8192 = 128 decisions of each of 64 hospitals; "
+        "20 iterations = 163,840 decisions, about 410 episodes of 400)")
+    minibatch_size: int = option(
+        1024, "SGD minibatch size (<= train_batch_size; 8192 / 1024 x 5 epochs = 40 updates "
+        "per iteration)")
     num_epochs: int = option(5, "SGD passes over each train batch")
     lr: float = option(3e-4, "Adam learning rate")
     gamma: float = option(0.99, "discount factor in (0, 1]")
@@ -81,7 +100,15 @@ class AllocationConfig:
     clip_param: float = option(0.2, "PPO clip ε > 0")
     entropy_coeff: float = option(0.0, "entropy bonus coefficient >= 0")
     hidden_sizes: list[int] = option([64, 64], "policy/value MLP hidden sizes")
+    torch_threads: int = option(
+        1, "torch intra-op threads of the process that learns (and samples, with 0 env "
+        "runners): the small MLPs gain nothing from more, and an idle OpenMP thread spins "
+        "on a core that a concurrent trial or env runner needs")
     eval_episodes: int = option(5, "greedy evaluation episodes after training (0: skip)")
+    eval_every: int = option(
+        0, "also evaluate every N iterations on the same seeds and log eval_curve/return, "
+        "eval_curve/fairness/*_score and eval_curve/group/<g>/return_per_capita per iteration "
+        "(the curve platform.report's convergence check reads; 0: only after training)")
     eval_seed_base: int = option(
         1_000_000,
         f"evaluation episode i uses seed eval_seed_base + i (>= seed + {EVAL_SEED_MARGIN})")
@@ -119,6 +146,8 @@ class AllocationConfig:
         require(self.iterations > 0, "iterations", f"got {self.iterations}; must be >= 1")
         require(self.num_env_runners >= 0, "num_env_runners",
                 f"got {self.num_env_runners}; must be >= 0")
+        require(self.env_vectorize in VECTORIZE, "env_vectorize",
+                f"got {self.env_vectorize!r}; allowed: {', '.join(VECTORIZE)}")
         require(self.num_envs_per_env_runner >= 1, "num_envs_per_env_runner",
                 f"got {self.num_envs_per_env_runner}; must be >= 1")
         require(self.train_batch_size >= 1, "train_batch_size",
@@ -133,9 +162,13 @@ class AllocationConfig:
                 f"got {self.gae_lambda}; allowed: [0, 1]")
         require(self.clip_param > 0, "clip_param", f"got {self.clip_param}; must be > 0")
         require(self.entropy_coeff >= 0, "entropy_coeff", f"got {self.entropy_coeff}; must be >= 0")
+        require(self.torch_threads >= 1, "torch_threads", f"got {self.torch_threads}; must be >= 1")
         require(len(self.hidden_sizes) >= 1 and all(h >= 1 for h in self.hidden_sizes),
                 "hidden_sizes", f"got {self.hidden_sizes}; need >= 1 positive sizes")
         require(self.eval_episodes >= 0, "eval_episodes", f"got {self.eval_episodes}; must be >= 0")
+        require(self.eval_every >= 0, "eval_every", f"got {self.eval_every}; must be >= 0")
+        require(not (self.eval_every and not self.eval_episodes), "eval_every",
+                f"got {self.eval_every} with eval_episodes 0; evaluate at least one episode")
         require(self.eval_seed_base >= self.seed + EVAL_SEED_MARGIN, "eval_seed_base",
                 f"got {self.eval_seed_base}; must be >= seed + {EVAL_SEED_MARGIN} "
                 f"({self.seed + EVAL_SEED_MARGIN}) so evaluation seeds differ from training seeds")
@@ -150,6 +183,16 @@ class AllocationConfig:
         lam = f"-l{self.robust_lambda:g}-{self.robust_mode}" if self.algorithm != "ppo" else ""
         return f"{self.algorithm}-{self.scenario}{lam}-s{self.seed}"
 
+    @property
+    def vectorize_mode(self) -> str:
+        """The mode the env runners use: ``batched`` when asked for and the scenario has a
+        batched env (:func:`platform.allocation.scenarios.vectorized`), else ``sync``."""
+        from platform.allocation import scenarios
+
+        if self.env_vectorize == "batched" and scenarios.vectorized(self.scenario):
+            return "batched"
+        return "sync"
+
     def env_creator_config(self) -> dict[str, Any]:
         """Keyword arguments of the simulator: ``group_key`` plus ``env_config``."""
         return {"group_key": self.group_key, **self.env_config}
@@ -160,3 +203,75 @@ class AllocationConfig:
 
     def replace(self, **changes: Any) -> AllocationConfig:
         return dataclasses.replace(self, **changes)
+
+
+HEURISTIC = "heuristic"
+
+
+def _rule_names() -> list[str]:
+    from envs.hospital import rules
+
+    return rules.names()
+
+
+@dataclass
+class HeuristicConfig:
+    """Evaluation of a rule-based policy (``platform.train heuristic``; the sweep's baselines):
+    no training, the same evaluation seeds and metrics as a trained run."""
+
+    algorithm: Literal["heuristic"] = option(HEURISTIC, "heuristic; the command sets it")
+    policy: str = option(
+        "triage", "rule-based policy: a name in envs.hospital.rules.RULES (fcfs, triage, "
+        "equity_triage, random; --policy's help lists them)")
+    scenario: str = option(
+        "rural", "hospital scenario (rules read the simulator's state: hospital presets, their "
+        "gym ids and Hospital-v0)")
+    group_key: str = option(
+        "age_group",
+        "patient attribute (or intersection, e.g. age_group+sex) that defines the groups")
+    env_config: dict[str, Any] = option(
+        {}, "extra keyword arguments for the simulator (envs.hospital.make_env)")
+    seed: int = option(0, "seed of the rule's own randomness (random), with the episode's seed")
+    eval_episodes: int = option(5, "evaluation episodes (>= 1)")
+    eval_seed_base: int = option(
+        1_000_000,
+        f"evaluation episode i uses seed eval_seed_base + i (>= seed + {EVAL_SEED_MARGIN}); "
+        "the same seeds as a trained run with the same value")
+    run_name: str | None = option(
+        None, "MLflow run name (default heuristic-<policy>-<scenario>-s<seed>)", track=False)
+
+    def __post_init__(self) -> None:
+        require(self.algorithm == HEURISTIC, "algorithm",
+                f"got {self.algorithm!r}; allowed: {HEURISTIC}")
+        known = _rule_names()
+        require(self.policy in known, "policy",
+                f"got {self.policy!r}; allowed: {', '.join(known)}")
+        from platform.allocation import scenarios
+
+        hospitals = scenarios.hospital_scenarios()
+        require(self.scenario in hospitals, "scenario",
+                f"got {self.scenario!r}; rules read the hospital simulator's state; allowed: "
+                f"{', '.join(hospitals)}")
+        require(bool(self.group_key), "group_key", "must name an attribute, e.g. age_group")
+        require(self.eval_episodes >= 1, "eval_episodes",
+                f"got {self.eval_episodes}; must be >= 1 (a rule is only evaluated)")
+        require(self.eval_seed_base >= self.seed + EVAL_SEED_MARGIN, "eval_seed_base",
+                f"got {self.eval_seed_base}; must be >= seed + {EVAL_SEED_MARGIN} "
+                f"({self.seed + EVAL_SEED_MARGIN}) so evaluation seeds differ from training seeds")
+
+    @property
+    def name(self) -> str:
+        return self.run_name or f"{HEURISTIC}-{self.policy}-{self.scenario}-s{self.seed}"
+
+    def env_creator_config(self) -> dict[str, Any]:
+        return {"group_key": self.group_key, **self.env_config}
+
+    def eval_seeds(self, episodes: int | None = None) -> list[int]:
+        n = self.eval_episodes if episodes is None else episodes
+        return [self.eval_seed_base + i for i in range(n)]
+
+
+def training_only_fields() -> list[str]:
+    """AllocationConfig fields that a rule-based policy has no use for (refused, never ignored)."""
+    own = {f.name for f in dataclasses.fields(HeuristicConfig)}
+    return [f.name for f in dataclasses.fields(AllocationConfig) if f.name not in own]

@@ -1,17 +1,21 @@
-"""Greedy evaluation of a trained allocation policy on held-out seeds.
+"""Evaluation of an allocation policy on held-out seeds: the one evaluation path.
 
-Runs in the driver with the algorithm's RLModule (no env runners), one episode per seed,
-so evaluation never shares seeds or env instances with training.
+Trained policies (greedy actions of the algorithm's RLModule, :func:`evaluate`) and
+rule-based ones (:mod:`envs.hospital.rules`, :func:`evaluate_rule`) run through the same
+:func:`run_episode` on the same seeds (``cfg.eval_seeds``: ``eval_seed_base + i``), one
+single env per episode in the driver (no env runners), so evaluation never shares seeds or
+env instances with training and every policy is measured by the same rows and metrics.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from platform.allocation import rllib, scenarios
-from platform.allocation.config import AllocationConfig
+from collections.abc import Callable, Sequence
+from platform.allocation import scenarios
+from platform.allocation.episodes import per_group_returns
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 MAX_EPISODE_STEPS = 100_000
@@ -26,14 +30,18 @@ def group_names_of(env) -> list[str]:
     return [str(i) for i in range(int(n))]
 
 
-def run_episode(module, env, seed: int, group_names: Sequence[str]) -> dict[str, Any]:
-    """One greedy episode -> ``{"seed", "return", "length", "group/<name>/return",
+#: ``act(obs, env) -> action``: a policy for one episode
+Act = Callable[[Any, Any], Any]
+
+
+def run_episode(act: Act, env, seed: int, group_names: Sequence[str]) -> dict[str, Any]:
+    """One episode of ``act`` -> ``{"seed", "return", "length", "group/<name>/return",
     "group/<name>/return_per_capita", **metrics}`` (per-group returns as
-    :func:`platform.allocation.rllib.per_group_returns` defines them)."""
+    :func:`platform.allocation.episodes.per_group_returns` defines them)."""
     obs, info = env.reset(seed=seed)
     infos, rewards = [info], []
     for _ in range(MAX_EPISODE_STEPS):
-        obs, reward, terminated, truncated, info = env.step(rllib.greedy_action(module, obs))
+        obs, reward, terminated, truncated, info = env.step(act(obs, env))
         rewards.append(float(reward))
         infos.append(info)
         if terminated or truncated:
@@ -41,7 +49,7 @@ def run_episode(module, env, seed: int, group_names: Sequence[str]) -> dict[str,
     last_info = infos[-1]
     row: dict[str, Any] = {"seed": int(seed), "return": float(sum(rewards)),
                            "length": len(rewards)}
-    for g, (ret, n) in sorted(rllib.per_group_returns(rewards, infos).items()):
+    for g, (ret, n) in sorted(per_group_returns(rewards, infos).items()):
         name = group_names[g] if g < len(group_names) else str(g)
         row[f"group/{name}/return"] = ret
         row[f"group/{name}/return_per_capita"] = ret / n if n else float("nan")
@@ -51,13 +59,14 @@ def run_episode(module, env, seed: int, group_names: Sequence[str]) -> dict[str,
     return row
 
 
-def evaluate(algo, cfg: AllocationConfig, episodes: int, seeds: list[int] | None = None
-             ) -> pd.DataFrame:
-    """Greedy rollouts of ``algo``'s policy on ``cfg.scenario``.
+def evaluate_policy(policy_for: Callable[[int], Act], cfg, episodes: int,
+                    seeds: list[int] | None = None) -> pd.DataFrame:
+    """Episodes of a policy on ``cfg.scenario``, one per seed.
 
     Args:
-        algo: a built RLlib Algorithm (GroupRobustPPO or PPO).
-        cfg: the run's config (scenario, group_key, env_config).
+        policy_for: episode seed -> ``act(obs, env)`` for that episode.
+        cfg: the run's config (``AllocationConfig`` or ``HeuristicConfig``: scenario,
+            group_key, env_config, eval seeds).
         episodes: number of episodes (rows).
         seeds: one env seed per episode; default ``cfg.eval_seeds(episodes)``, which are
             disjoint from the training seeds.
@@ -70,13 +79,47 @@ def evaluate(algo, cfg: AllocationConfig, episodes: int, seeds: list[int] | None
     if len(seeds) != episodes:
         raise ValueError(f"seeds: got {len(seeds)} seeds for {episodes} episodes")
     env = scenarios.make(cfg.scenario, cfg.env_creator_config())
-    module = rllib.module_of(algo)
     names = group_names_of(env)
     try:
-        rows = [{"episode": i, **run_episode(module, env, s, names)} for i, s in enumerate(seeds)]
+        rows = [{"episode": i, **run_episode(policy_for(s), env, s, names)}
+                for i, s in enumerate(seeds)]
     finally:
         env.close()
     return pd.DataFrame(rows)
+
+
+def evaluate(algo, cfg, episodes: int, seeds: list[int] | None = None) -> pd.DataFrame:
+    """Greedy rollouts of ``algo``'s policy (a built GroupRobustPPO or PPO Algorithm);
+    see :func:`evaluate_policy`."""
+    from platform.allocation import rllib
+
+    module = rllib.module_of(algo)
+
+    def greedy(obs, env):
+        return rllib.greedy_action(module, obs)
+
+    return evaluate_policy(lambda seed: greedy, cfg, episodes, seeds)
+
+
+#: stream of a rule's own randomness, apart from the env's (which the seed also drives)
+RULE_STREAM = 0x5EED
+
+
+def rule_rng(seed: int, episode_seed: int) -> np.random.Generator:
+    """The rule's generator for one episode: from the run's ``seed`` and the episode's."""
+    return np.random.default_rng([int(seed), int(episode_seed), RULE_STREAM])
+
+
+def evaluate_rule(name: str, cfg, episodes: int, seeds: list[int] | None = None) -> pd.DataFrame:
+    """Episodes of the rule ``name`` (:data:`envs.hospital.rules.RULES`) on the same seeds and
+    with the same rows as :func:`evaluate`; a random rule draws from :func:`rule_rng`."""
+    from envs.hospital import rules
+
+    def policy_for(episode_seed: int) -> Act:
+        act = rules.policy(name, rule_rng(cfg.seed, episode_seed))
+        return lambda obs, env: act(env)
+
+    return evaluate_policy(policy_for, cfg, episodes, seeds)
 
 
 def summarize(df: pd.DataFrame, prefix: str = "eval/") -> dict[str, float]:

@@ -82,6 +82,7 @@ def build_algo_config(cfg: AllocationConfig):
     from platform.allocation import scenarios
 
     env_name = scenarios.register_with_tune(cfg.scenario)
+    names, discrete = _probe(cfg)
     return rllib.build_ppo_config(
         robust=cfg.algorithm == "group-robust-ppo", env=env_name,
         env_config=cfg.env_creator_config(), seed=cfg.seed,
@@ -91,14 +92,34 @@ def build_algo_config(cfg: AllocationConfig):
         clip_param=cfg.clip_param, entropy_coeff=cfg.entropy_coeff,
         hidden_sizes=cfg.hidden_sizes, robust_lambda=cfg.robust_lambda,
         robust_mode=cfg.robust_mode, robust_eta=cfg.robust_eta,
-        robust_ggf_base=cfg.robust_ggf_base, n_groups=len(group_names(cfg)), fairgrad=cfg.fairgrad,
+        robust_ggf_base=cfg.robust_ggf_base, n_groups=len(names), fairgrad=cfg.fairgrad,
+        batched_env=vectorize_mode(cfg) == "batched", discrete_actions=discrete,
     )
 
 
+_FALLBACK_SAID: set[str] = set()
+
+
+def vectorize_mode(cfg: AllocationConfig) -> str:
+    """``cfg.vectorize_mode``; says once per scenario (stderr) when ``batched`` was asked
+    for and the scenario has no batched env, so its envs are stepped by SyncVectorEnv."""
+    mode = cfg.vectorize_mode
+    if cfg.env_vectorize == "batched" and mode != "batched" and cfg.scenario not in _FALLBACK_SAID:
+        _FALLBACK_SAID.add(cfg.scenario)
+        print(f"env_vectorize: scenario {cfg.scenario!r} has no batched env; its "
+              f"{cfg.num_envs_per_env_runner} env(s) per runner are stepped by gymnasium's "
+              "SyncVectorEnv", file=sys.stderr, flush=True)
+    return mode
+
+
 def build_algo(cfg: AllocationConfig):
-    """Build the RLlib Algorithm of ``cfg`` (log dir under the storage root, never ~)."""
+    """Build the RLlib Algorithm of ``cfg`` (log dir under the storage root, never ~), with
+    ``cfg.torch_threads`` intra-op threads in this process."""
     from platform.cluster import storage_root
 
+    import torch
+
+    torch.set_num_threads(cfg.torch_threads)
     return rllib.build_algo(build_algo_config(cfg), storage_root(), "allocation")
 
 
@@ -114,11 +135,18 @@ def algorithm(cfg: AllocationConfig) -> Iterator[Any]:
 
 def group_names(cfg: AllocationConfig) -> list[str]:
     """Group names of the scenario's env (``group/<id>/...`` become ``group/<name>/...``)."""
+    return _probe(cfg)[0]
+
+
+def _probe(cfg: AllocationConfig) -> tuple[list[str], bool]:
+    """``(group names, whether the action space is Discrete)`` of the scenario's env."""
     from platform.allocation import scenarios
     from platform.allocation.evaluate import group_names_of
 
+    import gymnasium as gym
+
     with scenarios.make(cfg.scenario, cfg.env_creator_config()) as probe:
-        return group_names_of(probe)
+        return group_names_of(probe), isinstance(probe.action_space, gym.spaces.Discrete)
 
 
 # -------------------------------------------------------------------- the metrics
@@ -202,9 +230,11 @@ def iterate(algo, cfg: AllocationConfig, sink: Sink, names: list[str] | None = N
         iteration = int(metrics["training_iteration"])
         recover(algo, cfg, result, iteration)                       # recover
         final = iteration >= cfg.iterations
+        evaluation = evaluate(algo, cfg) if final else None                  # evaluate
+        metrics.update(curve_metrics(algo, cfg, iteration, evaluation))
         sink.emit(Step(iteration, metrics, replayed=iteration <= logged, final=final,
                        checkpoint=final or checkpoint_due(cfg, iteration),
-                       evaluation=evaluate(algo, cfg) if final else None), algo)  # evaluate, emit
+                       evaluation=evaluation), algo)                         # emit
     return iteration
 
 
@@ -217,6 +247,25 @@ def recover(algo, cfg: AllocationConfig, result: dict, iteration: int) -> bool:
           file=sys.stderr, flush=True)
     rllib.wait_for_env_runners(algo)
     return True
+
+
+#: prefix of the evaluation-curve metrics (``eval_every``)
+CURVE_PREFIX = "eval_curve/"
+
+
+def curve_metrics(algo, cfg: AllocationConfig, iteration: int, evaluation=None) -> dict[str, float]:
+    """Every ``eval_every`` iterations and after the last: the evaluation's return, fairness
+    scores and per-capita group returns as ``eval_curve/...`` (``evaluation``: the final
+    one, reused). Empty when ``eval_every`` is 0 or the iteration is not due."""
+    if not cfg.eval_every or (evaluation is None and iteration % cfg.eval_every):
+        return {}
+    from platform.allocation import evaluate as evaluation_lib
+
+    if evaluation is None:
+        evaluation = evaluation_lib.evaluate(algo, cfg, cfg.eval_episodes, cfg.eval_seeds())
+    means = evaluation_lib.summarize(evaluation, prefix="")
+    return {CURVE_PREFIX + k: v for k, v in means.items()
+            if k == "return" or k.startswith("fairness/") or k.endswith("/return_per_capita")}
 
 
 def checkpoint_due(cfg: AllocationConfig, iteration: int) -> bool:

@@ -7,6 +7,13 @@ each hospital preset registers under its short name (``rural``) and its gym id
 and validate it. ``starved`` (``StarvedMinority-v0``, :mod:`envs.starved`) is the two-group
 problem on which the group-robust objectives show their effect. Tests may register small envs
 with :func:`register_scenario`.
+
+**Batched envs.** A creator registered with ``vectorized=True`` also builds a batched
+``gymnasium.vector.VectorEnv`` when its env config holds ``num_envs`` (RLlib's
+``gym_env_vectorize_mode="vector_entry_point"`` calls it so): the hospital creators return
+``envs.hospital.vector.HospitalVectorEnv``, N hospitals stepped by one numpy core with the
+semantics of ``SyncVectorEnv`` over N single envs. :func:`vectorized` says which scenarios
+have one; the others (``starved``, test envs) are sampled through ``SyncVectorEnv``.
 """
 
 from __future__ import annotations
@@ -17,14 +24,21 @@ from typing import Any
 from base.registry import Registry
 
 SCENARIOS: Registry = Registry("scenario")
+_VECTORIZED: set[str] = set()  # scenarios whose creator also builds a batched VectorEnv
 _HOSPITAL_LOADED = False
+#: env-config key under which RLlib's vector_entry_point asks a creator for N envs
+NUM_ENVS_KEY = "num_envs"
 
 
 def _hospital_creator(name: str) -> Callable[[dict], Any]:
     def create(env_config: dict | None = None):
-        from envs.hospital import make_env
+        from envs.hospital import make_env, make_vector_env
 
-        return make_env(name, **dict(env_config or {}))
+        config = dict(env_config or {})
+        num_envs = config.pop(NUM_ENVS_KEY, None)
+        if num_envs is not None:
+            return make_vector_env(name, int(num_envs), **config)
+        return make_env(name, **config)
 
     return create
 
@@ -35,7 +49,12 @@ def _gym_creator(env_id: str) -> Callable[[dict], Any]:
 
         import envs.hospital.registration  # noqa: F401  (registers the gym ids)
 
-        return gym.make(env_id, **dict(env_config or {}))
+        config = dict(env_config or {})
+        num_envs = config.pop(NUM_ENVS_KEY, None)
+        if num_envs is not None:
+            return gym.make_vec(env_id, num_envs=int(num_envs),
+                                vectorization_mode="vector_entry_point", **config)
+        return gym.make(env_id, **config)
 
     return create
 
@@ -67,25 +86,48 @@ def load_hospital_scenarios() -> None:
     _HOSPITAL_LOADED = True
     for short in hospital_names():
         if short not in SCENARIOS:
-            SCENARIOS.register(short, _hospital_creator(short), help=f"hospital scenario {short!r}")
+            register_scenario(short, _hospital_creator(short), help=f"hospital scenario {short!r}",
+                              vectorized=True)
     for env_id in [*registration.IDS, registration.CONFIGURABLE_ID]:
         if env_id not in SCENARIOS:
-            SCENARIOS.register(env_id, _gym_creator(env_id), help=f"gym id {env_id}")
+            register_scenario(env_id, _gym_creator(env_id), help=f"gym id {env_id}",
+                              vectorized=True)
     for name in ("starved", STARVED_ID):
         if name not in SCENARIOS:
             SCENARIOS.register(name, _starved_creator, help="two-group test problem (envs.starved)")
 
 
-def register_scenario(name: str, creator: Callable[[dict], Any], help: str = "") -> None:
-    """Add a scenario (``creator(env_config) -> gym.Env``); idempotent for the same creator."""
+def register_scenario(name: str, creator: Callable[[dict], Any], help: str = "",
+                      vectorized: bool = False) -> None:
+    """Add a scenario (``creator(env_config) -> gym.Env``); idempotent for the same creator.
+
+    ``vectorized``: ``creator({..., "num_envs": N})`` returns a batched
+    ``gymnasium.vector.VectorEnv`` of N envs (see the module docstring).
+    """
     if name in SCENARIOS and SCENARIOS.get(name) is creator:
         return
     SCENARIOS.register(name, creator, help=help)
+    if vectorized:
+        _VECTORIZED.add(name)
 
 
 def names() -> list[str]:
     load_hospital_scenarios()
     return SCENARIOS.names()
+
+
+def vectorized(name: str) -> bool:
+    """Whether scenario ``name`` has a batched env (its creator takes ``num_envs``)."""
+    load_hospital_scenarios()
+    return name in _VECTORIZED
+
+
+def hospital_scenarios() -> list[str]:
+    """Every scenario name that builds an ``envs.hospital`` simulator (short names, gym ids,
+    ``Hospital-v0``): the scenarios whose state rule-based policies can read."""
+    from envs.hospital import registration
+
+    return [*hospital_names(), *registration.IDS, registration.CONFIGURABLE_ID]
 
 
 def make(name: str, env_config: dict | None = None):

@@ -142,7 +142,8 @@ def test_main_logs_each_iteration_once_and_resume_continues(toy, mlflow_uri, tmp
     import mlflow
 
     common = ["--tracking-uri", mlflow_uri, "--experiment", "alloc-test", "--scenario", TOY,
-              "--set", "num_env_runners=0", "--set", "train_batch_size=128",
+              "--set", "num_env_runners=0", "--set", "num_envs_per_env_runner=1",
+              "--set", "train_batch_size=128",
               "--set", "minibatch_size=64", "--set", "num_epochs=1", "--set", "eval_episodes=2",
               "--set", "hidden_sizes=[16]", "--set", f"checkpoint_dir={tmp_path / 'ckpt'}",
               "--run-name", "resume-me", "--lambda", "0.2"]

@@ -61,7 +61,8 @@ def test_train_cli_and_sweep_trial_report_the_same_metrics(toy, mlflow_uri, tmp_
     import mlflow
     from ray import tune
 
-    fields = {"num_env_runners": 0, "train_batch_size": 128, "minibatch_size": 64,
+    fields = {"num_env_runners": 0, "num_envs_per_env_runner": 1, "train_batch_size": 128,
+              "minibatch_size": 64,
               "num_epochs": 1, "eval_episodes": 2, "hidden_sizes": [16], "iterations": 2,
               "checkpoint_every": 0}
     argv = ["--tracking-uri", mlflow_uri, "--experiment", "loop-test", "--scenario", TOY,
@@ -124,3 +125,19 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def test_eval_every_logs_the_evaluation_curve(toy):
+    """``eval_every``: every N iterations and after the last, the greedy evaluation on the
+    evaluation seeds as ``eval_curve/...`` metrics (what the report's convergence check reads)."""
+    cfg = toy_config(iterations=3, eval_every=2, eval_episodes=2, checkpoint_every=0)
+    sink = RecordingSink()
+    loop.train(cfg, sink)
+    curve = [sorted(k for k in s.metrics if k.startswith(loop.CURVE_PREFIX)) for s in sink.steps]
+    assert curve[0] == [] and curve[1] == curve[2]  # iteration 2 (due) and 3 (the last)
+    assert {"eval_curve/return", "eval_curve/fairness/dp_score",
+            "eval_curve/group/young/return_per_capita"} <= set(curve[1])
+    final = sink.steps[-1]
+    assert final.metrics["eval_curve/return"] == pytest.approx(final.evaluation["return"].mean())
+    with pytest.raises(Exception, match="eval_every: got 2 with eval_episodes 0"):
+        toy_config(eval_every=2, eval_episodes=0)

@@ -80,7 +80,8 @@ def register_toy() -> str:
 
 
 def toy_config(**kw) -> AllocationConfig:
-    base = dict(scenario=TOY, num_env_runners=0, train_batch_size=128, minibatch_size=64,
+    base = dict(scenario=TOY, num_env_runners=0, num_envs_per_env_runner=1,
+                train_batch_size=128, minibatch_size=64,
                 num_epochs=2, iterations=2, eval_episodes=3, checkpoint_every=1,
                 hidden_sizes=[16])
     return build(AllocationConfig, {**base, **kw})
