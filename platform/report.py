@@ -1,16 +1,26 @@
 """``python -m platform.report --experiment NAME --out DIR``: statistics report of a λ × seed sweep.
 
 Reads the child runs of a sweep (``platform.sweep``) from MLflow and writes ``report.md``,
-CSV tables (``summary.csv``, ``comparisons.csv``) and PNG plots (Pareto fronts, training
-curves per group, wait-time distributions by group) into ``--out``; the same files are
-logged as artifacts (``report/``) of the sweep's parent run.
+CSV tables (``summary.csv``, ``comparisons.csv``, ``convergence.csv``) and PNG plots (Pareto
+fronts with the rule-based baselines on them, return curves, training curves per group,
+wait-time distributions by group) into ``--out``; the same files are logged as artifacts
+(``report/``) of the sweep's parent run.
 
-Statistics (:mod:`platform.stats`): per scenario × λ, mean ± std and a 95% bootstrap CI over
-seeds; per λ against ``--baseline-lambda``, Welch's t-test with Bonferroni and Holm
-corrections (family = one metric across all scenarios × λ), Cohen's d, and "fairness
-improvement %" / "efficiency retention %" with bootstrap CIs. The report says plainly when a
-difference is not significant. Claim under test (EquiRL hospital-allocation report): ~25%
-fairness improvement at ~98% efficiency for λ=0.3 across four hospitals.
+An *arm* is what a row of the report compares: a trained λ (with its ``robust_mode`` when
+λ > 0: ``λ=0.3 ggf``) or a rule (``rule:triage``, the sweep's ``--baselines``).
+
+Statistics (:mod:`platform.stats`): per scenario × arm, mean ± std and a 95% bootstrap CI over
+seeds; each trained arm against ``--baseline-lambda`` and the baseline against each rule,
+Welch's t-test with Bonferroni and Holm corrections (family = one metric and one kind of
+comparison, across all scenarios × arms), Cohen's d, and "fairness improvement %" /
+"efficiency retention %" / per-capita change with bootstrap CIs. The report says plainly
+when a difference is not significant. Claim under test (EquiRL hospital-allocation report):
+~25% fairness improvement at ~98% efficiency for λ=0.3 across four hospitals.
+
+Convergence (:func:`convergence_table`; ``--check-convergence`` prints it and exits 1 when an
+arm has not settled): per scenario × trained arm, the drift of the evaluation return
+(``eval_curve/return``, logged with ``eval_every``; else the training ``return_mean``) over
+the last 20% of iterations, against the seed-to-seed spread.
 """
 
 from __future__ import annotations
@@ -34,6 +44,9 @@ from base.errors import UsageError
 PARAM_SCENARIO = "scenario"
 PARAM_LAMBDA = "robust_lambda"
 PARAM_SEED = "seed"
+PARAM_MODE = "robust_mode"
+PARAM_POLICY = "policy"  # rule-based baselines (HeuristicConfig.policy)
+PARAM_ITERATIONS = "iterations"
 TAG_ROLE = "equirl.sweep.role"  # "parent" | "trial"
 TAG_SWEEP = "equirl.sweep.name"
 TAG_TRIAL = "equirl.sweep.trial_id"
@@ -42,7 +55,11 @@ EVAL_PREFIX = "eval/"
 RETURN_KEY = "eval/return"
 CURVE_SUFFIXES = ("/return_per_capita", "/return", "/objective")  # first one present
 WAIT_SUFFIX = "/mean_wait"
+PER_CAPITA_SUFFIX = "/return_per_capita"
+CURVE_KEYS = ("eval_curve/return", "return_mean")  # the return curve: first one logged
+TAIL = 0.2  # convergence: the last 20% of iterations
 ALPHA = 0.05
+TRAINED, RULE = "trained", "rule"
 
 
 @dataclass(frozen=True)
@@ -57,7 +74,7 @@ class MetricSpec:
     key: str
     label: str
     direction: Literal["higher", "lower"]
-    role: Literal["efficiency", "fairness", "other"]
+    role: Literal["efficiency", "fairness", "outcome", "other"]
     score_of_one: bool = False
 
 
@@ -78,14 +95,29 @@ LEGACY_KEYS = {f"eval/fairness/{k}": f"eval/fairness/{k}_score"
 
 
 def optional_specs(columns) -> list[MetricSpec]:
-    """Utilisation and per-group wait metrics present in the runs (summarised, not tested)."""
-    out = []
-    for c in sorted(columns):
-        if c.startswith(EVAL_PREFIX + "util/"):
-            out.append(MetricSpec(c, c[len(EVAL_PREFIX):], "higher", "other"))
-        elif c.startswith(EVAL_PREFIX + "group/") and c.endswith(WAIT_SUFFIX):
-            out.append(MetricSpec(c, c[len(EVAL_PREFIX):], "lower", "other"))
-    return out
+    """Per-group per-capita outcomes (tested like the required metrics), utilisation and
+    per-group wait metrics (summarised) present in the runs."""
+    return outcome_specs(columns) + [
+        MetricSpec(c, c[len(EVAL_PREFIX):], "higher" if "/util/" in c else "lower", "other")
+        for c in sorted(columns)
+        if c.startswith(EVAL_PREFIX + "util/")
+        or (c.startswith(EVAL_PREFIX + "group/") and c.endswith(WAIT_SUFFIX))]
+
+
+def outcome_specs(columns) -> list[MetricSpec]:
+    """``eval/group/<g>/return_per_capita``: each group's own outcome per decision about it."""
+    return [MetricSpec(c, f"per-capita {c.split('/')[2]}", "higher", "outcome")
+            for c in sorted(columns)
+            if c.startswith(EVAL_PREFIX + "group/") and c.endswith(PER_CAPITA_SUFFIX)]
+
+
+def arm_label(kind: str, lam: float, mode, policy) -> str:
+    """``λ=0``, ``λ=0.3 ggf`` (trained; the mode is left out at λ = 0 and when unknown) or
+    ``rule:triage``."""
+    if kind == RULE:
+        return f"rule:{policy}"
+    has_mode = isinstance(mode, str) and mode not in ("", "none") and lam != 0
+    return f"λ={lam:g}" + (f" {mode}" if has_mode else "")
 
 
 # --- loading -------------------------------------------------------------------------------
@@ -136,9 +168,14 @@ def load_trials(client, exp_id: str, parent_id: str) -> pd.DataFrame:
     rows = []
     for r in runs:
         p = r.data.params
+        kind = RULE if p.get(PARAM_POLICY) else TRAINED
+        lam = _float(p.get(PARAM_LAMBDA))
+        mode = p.get(PARAM_MODE) if kind == TRAINED else None
         row = {"run_id": r.info.run_id, "status": r.info.status,
-               "scenario": p.get(PARAM_SCENARIO), "lambda": _float(p.get(PARAM_LAMBDA)),
-               "seed": p.get(PARAM_SEED)}
+               "scenario": p.get(PARAM_SCENARIO), "lambda": lam, "seed": p.get(PARAM_SEED),
+               "kind": kind, "mode": mode, "policy": p.get(PARAM_POLICY),
+               "arm": arm_label(kind, lam, mode, p.get(PARAM_POLICY)),
+               "iterations": _float(p.get(PARAM_ITERATIONS))}
         metrics = dict(r.data.metrics)
         for legacy, key in LEGACY_KEYS.items():
             if legacy in metrics:
@@ -171,10 +208,14 @@ def check_trials(df: pd.DataFrame, experiment: str) -> pd.DataFrame:
     if done.empty:
         raise UsageError(f"--experiment: no finished trial runs in {experiment!r} "
                          f"(statuses: {', '.join(sorted(df['status'].unique()))})")
-    bad_params = [n for n, c in ((PARAM_SCENARIO, "scenario"), (PARAM_LAMBDA, "lambda"))
-                  if done[c].isna().any()]
+    trained = done[done["kind"] == TRAINED]
+    bad_params = [n for n, frame, c in ((PARAM_SCENARIO, done, "scenario"),
+                                        (PARAM_LAMBDA, trained, "lambda")) if frame[c].isna().any()]
     if bad_params:
         raise UsageError(f"runs lack the params the report needs: {', '.join(bad_params)}")
+    if trained.empty:
+        raise UsageError(f"--experiment: the sweep in {experiment!r} has no finished trained "
+                         "trial (only rule-based baselines)")
     missing = []
     for spec in REQUIRED:
         n_missing = int(done[spec.key].isna().sum()) if spec.key in done else len(done)
@@ -186,54 +227,105 @@ def check_trials(df: pd.DataFrame, experiment: str) -> pd.DataFrame:
 
 
 # --- tables --------------------------------------------------------------------------------
+ARM_COLUMNS = ["kind", "lambda", "mode", "policy"]
+
+
+def arms_in_order(trials: pd.DataFrame) -> list[str]:
+    """Arm labels: trained by (λ, mode), then the rules by name."""
+    first = trials.drop_duplicates("arm")
+    trained = first[first["kind"] == TRAINED].sort_values(["lambda", "mode"], na_position="first")
+    rules = first[first["kind"] == RULE].sort_values("policy")
+    return [*trained["arm"], *rules["arm"]]
+
+
+def _arm_groups(frame: pd.DataFrame):
+    """``(scenario, arm, rows)`` in report order."""
+    order = {a: i for i, a in enumerate(arms_in_order(frame))}
+    keys = sorted({(sc, a) for sc, a in zip(frame["scenario"], frame["arm"])},
+                  key=lambda k: (k[0], order[k[1]]))
+    for sc, arm in keys:
+        yield sc, arm, frame[(frame["scenario"] == sc) & (frame["arm"] == arm)]
+
+
 def summary_table(trials: pd.DataFrame, specs: list[MetricSpec]) -> pd.DataFrame:
-    """Rows: scenario × λ × metric with n, mean, std, 95% bootstrap CI over seeds."""
+    """Rows: scenario × arm × metric with n, mean, std, 95% bootstrap CI over seeds."""
     rows = []
-    for (scenario, lam), g in trials.groupby(["scenario", "lambda"], sort=True):
+    for scenario, arm, g in _arm_groups(trials):
+        first = g.iloc[0]
         for spec in specs:
-            if spec.key not in g:
+            if spec.key not in g or g[spec.key].isna().all():
                 continue
             s = stats.summarize(g[spec.key].to_numpy())
-            rows.append({"scenario": scenario, "lambda": lam, "metric": spec.label, "key": spec.key,
-                         "n": s.n, "mean": s.mean, "std": s.std, "ci_low": s.ci_low,
-                         "ci_high": s.ci_high})
+            rows.append({"scenario": scenario, "arm": arm,
+                         **{c: first[c] for c in ARM_COLUMNS}, "metric": spec.label,
+                         "key": spec.key, "n": s.n, "mean": s.mean, "std": s.std,
+                         "ci_low": s.ci_low, "ci_high": s.ci_high})
     return pd.DataFrame(rows)
 
 
-def comparison_table(trials: pd.DataFrame, baseline: float) -> pd.DataFrame:
-    """Each λ ≠ baseline vs the baseline λ, per scenario and required metric.
+def tested_specs(columns) -> list[MetricSpec]:
+    """The metrics with tests: return, the four fairness scores, per-group per-capita outcome."""
+    return list(REQUIRED) + outcome_specs(columns)
 
-    Columns: Welch t and p, Bonferroni/Holm-corrected p (family = one metric across all
-    scenarios × λ), Cohen's d (λ minus baseline), and the % change with its CI:
-    "improvement" for fairness metrics, "retention" for return.
+
+def _compare(x: np.ndarray, b: np.ndarray, spec: MetricSpec) -> dict:
+    w = stats.welch(x, b)
+    kind = "retention" if spec.role == "efficiency" else "improvement"
+    if spec.score_of_one:  # improvement = relative reduction of 1 - score
+        ch = stats.relative_change(1 - x, 1 - b, kind=kind, direction="lower")
+    else:
+        ch = stats.relative_change(x, b, kind=kind, direction=spec.direction)
+    return {"metric": spec.label, "key": spec.key, "direction": spec.direction, "n": len(x),
+            "n_baseline": len(b), "mean": float(np.mean(x)), "baseline_mean": float(np.mean(b)),
+            "t": w.statistic, "p": w.pvalue, "cohens_d": stats.cohens_d(x, b), "change": kind,
+            "change_pct": ch.value, "change_ci_low": ch.ci_low, "change_ci_high": ch.ci_high}
+
+
+def comparison_table(trials: pd.DataFrame, baseline: float) -> pd.DataFrame:
+    """Per scenario and tested metric (:func:`tested_specs`), two kinds of comparison:
+
+    * ``lambda``: each trained arm with λ ≠ baseline against the baseline λ (of the same
+      mode when the baseline λ > 0);
+    * ``rule``: the baseline λ (trained PPO) against each rule-based baseline.
+
+    Columns: the arm (``arm``, ``lambda``, ``mode``) and what it is compared with
+    (``reference``), Welch t and p, Bonferroni/Holm-corrected p (family = one metric and one
+    kind, across all scenarios × arms), Cohen's d (arm minus reference), and the % change
+    with its CI: "improvement" for fairness and per-capita outcome, "retention" for return.
     """
+    specs = tested_specs(trials.columns)
     rows = []
-    for scenario, sc in trials.groupby("scenario", sort=True):
+    trained = trials[trials["kind"] == TRAINED]
+    for scenario, arm, g in _arm_groups(trials):
+        sc = trained[trained["scenario"] == scenario]
         base = sc[np.isclose(sc["lambda"], baseline)]
-        for lam, g in sc.groupby("lambda", sort=True):
-            if math.isclose(lam, baseline) or base.empty:
+        first = g.iloc[0]
+        if first["kind"] == TRAINED:
+            if math.isclose(first["lambda"], baseline):
                 continue
-            for spec in REQUIRED:
-                x, b = g[spec.key].to_numpy(), base[spec.key].to_numpy()
-                w = stats.welch(x, b)
-                kind = "retention" if spec.role == "efficiency" else "improvement"
-                if spec.score_of_one:  # improvement = relative reduction of 1 - score
-                    ch = stats.relative_change(1 - x, 1 - b, kind=kind, direction="lower")
-                else:
-                    ch = stats.relative_change(x, b, kind=kind, direction=spec.direction)
-                rows.append({"scenario": scenario, "lambda": lam, "metric": spec.label,
-                             "key": spec.key, "direction": spec.direction, "n": len(x),
-                             "n_baseline": len(b), "mean": float(np.mean(x)),
-                             "baseline_mean": float(np.mean(b)), "t": w.statistic,
-                             "p": w.pvalue, "cohens_d": stats.cohens_d(x, b), "change": kind,
-                             "change_pct": ch.value, "change_ci_low": ch.ci_low,
-                             "change_ci_high": ch.ci_high})
+            if baseline != 0 and base["mode"].nunique() > 1:
+                base = base[base["mode"] == first["mode"]]
+            pairs = [("lambda", g, base, first, base)]
+        else:  # trained PPO at the baseline λ against the rule
+            pairs = [("rule", base, g, base.iloc[0] if len(base) else None, g)]
+        for kind, x_rows, b_rows, head, ref_rows in pairs:
+            if head is None or x_rows.empty or b_rows.empty:
+                continue
+            for spec in specs:
+                if any(spec.key not in f or f[spec.key].isna().all() for f in (x_rows, b_rows)):
+                    continue
+                rows.append({"scenario": scenario, "kind": kind, "arm": head["arm"],
+                             "lambda": head["lambda"], "mode": head["mode"],
+                             "reference": ref_rows.iloc[0]["arm"],
+                             **_compare(x_rows[spec.key].to_numpy(), b_rows[spec.key].to_numpy(),
+                                        spec)})
     df = pd.DataFrame(rows)
     if df.empty:
         return df
+    df["family"] = df["kind"] + ":" + df["key"]
     for method in ("bonferroni", "holm"):
         df[f"p_{method}"] = np.nan
-        for _, idx in df.groupby("key").groups.items():
+        for _, idx in df.groupby("family").groups.items():
             df.loc[idx, f"p_{method}"] = stats.adjust(df.loc[idx, "p"].to_numpy(), method)
     better = np.where(df["direction"] == "higher", df["mean"] > df["baseline_mean"],
                       df["mean"] < df["baseline_mean"])
@@ -271,44 +363,78 @@ def _pareto_mask(x: np.ndarray, y: np.ndarray, y_higher: bool) -> np.ndarray:
     return keep
 
 
-def plot_pareto(summary: pd.DataFrame, path: Path) -> Path:
-    """Fairness (each fairness metric) vs efficiency (return) per scenario, one point per λ."""
+MODE_MARKERS = {"worst_group": "o", "ggf": "^", "gap": "v"}
+
+
+def pareto_points(summary: pd.DataFrame) -> pd.DataFrame:
+    """The points of the Pareto plot: per scenario × fairness metric × arm (rules included),
+    return and fairness means with their CIs, and ``on_front`` (not dominated by any other
+    point of the panel, rules included)."""
+    rows = []
+    for sc in sorted(summary["scenario"].unique()):
+        here = summary[summary.scenario == sc]
+        ret = here[here.key == RETURN_KEY].set_index("arm")
+        for spec in (s for s in REQUIRED if s.role == "fairness"):
+            f = here[here.key == spec.key].set_index("arm")
+            arms = [a for a in ret.index if a in f.index]
+            x, y = ret.loc[arms, "mean"].to_numpy(), f.loc[arms, "mean"].to_numpy()
+            front = _pareto_mask(x, y, spec.direction == "higher") if arms else []
+            rows += [{"scenario": sc, "metric": spec.label, "key": spec.key, "arm": arm,
+                      "kind": ret.loc[arm, "kind"], "mode": ret.loc[arm, "mode"],
+                      "return_mean": xi, "return_ci_low": ret.loc[arm, "ci_low"],
+                      "return_ci_high": ret.loc[arm, "ci_high"], "fairness": yi,
+                      "fairness_ci_low": f.loc[arm, "ci_low"],
+                      "fairness_ci_high": f.loc[arm, "ci_high"], "on_front": bool(on)}
+                     for arm, xi, yi, on in zip(arms, x, y, front)]
+    return pd.DataFrame(rows)
+
+
+def _err(low: pd.Series, mid: pd.Series, high: pd.Series) -> np.ndarray:
+    """Asymmetric CI error bars, shape (2, k); a NaN CI (n < 2) draws none."""
+    return np.nan_to_num(np.vstack([(mid - low).to_numpy(), (high - mid).to_numpy()])).clip(min=0)
+
+
+def plot_pareto(points: pd.DataFrame, path: Path) -> Path:
+    """Fairness (each fairness metric) vs efficiency (return) per scenario, from
+    :func:`pareto_points`: one point per arm (trained: grey, marker by mode; rules: black
+    squares) with CI bars, the non-dominated points (rules included) joined as the front."""
     plt = _plt()
     fair = [s for s in REQUIRED if s.role == "fairness"]
-    scenarios = sorted(summary["scenario"].unique())
+    scenarios = sorted(points["scenario"].unique()) or ["(none)"]
     fig, axes = plt.subplots(len(scenarios), len(fair), squeeze=False,
-                             figsize=(3.6 * len(fair), 3.0 * len(scenarios)))
+                             figsize=(3.8 * len(fair), 3.2 * len(scenarios)))
     for i, sc in enumerate(scenarios):
-        ret = summary[(summary.scenario == sc) & (summary.key == RETURN_KEY)].set_index("lambda")
         for j, spec in enumerate(fair):
             ax = axes[i][j]
-            f = summary[(summary.scenario == sc) & (summary.key == spec.key)].set_index("lambda")
-            lams = sorted(set(ret.index) & set(f.index))
-            x, y = ret.loc[lams, "mean"].to_numpy(), f.loc[lams, "mean"].to_numpy()
-            ax.errorbar(x, y, xerr=_err(ret.loc[lams]), yerr=_err(f.loc[lams]), fmt="o",
-                        color="0.6", ecolor="0.8", zorder=1)
-            mask = _pareto_mask(x, y, spec.direction == "higher")
-            order = np.argsort(x[mask])
-            ax.plot(x[mask][order], y[mask][order], "-o", color="C3", zorder=2, label="Pareto front")
-            for lam, xi, yi in zip(lams, x, y):
-                ax.annotate(f"λ={lam:g}", (xi, yi), fontsize=7, xytext=(3, 3),
-                            textcoords="offset points")
+            panel = points[(points.scenario == sc) & (points.key == spec.key)]
+            marker = np.where(panel["kind"] == RULE, "s",
+                              [MODE_MARKERS.get(m, "D") for m in panel["mode"]])
+            for m in sorted(set(marker)):  # one errorbar call per marker (drawing is slow)
+                pts = panel[marker == m]
+                rule = m == "s"
+                ax.errorbar(pts["return_mean"], pts["fairness"],
+                            xerr=_err(pts["return_ci_low"], pts["return_mean"], pts["return_ci_high"]),
+                            yerr=_err(pts["fairness_ci_low"], pts["fairness"], pts["fairness_ci_high"]),
+                            fmt=m, color="black" if rule else "0.55", ecolor="0.8",
+                            zorder=3 if rule else 1, markersize=5)
+            for r in _rows(panel):
+                ax.annotate(r.arm.removeprefix("rule:"), (r.return_mean, r.fairness),
+                            fontsize=6, xytext=(3, 3), textcoords="offset points",
+                            weight="bold" if r.kind == RULE else "normal")
+            front = panel[panel["on_front"]].sort_values("return_mean")
+            ax.plot(front["return_mean"], front["fairness"], "-", color="C3", zorder=2,
+                    label="Pareto front")
             ax.set_title(f"{sc}: {spec.label} ({spec.direction} is fairer)", fontsize=8)
             ax.set_xlabel("evaluation return (efficiency)", fontsize=8)
             ax.set_ylabel(spec.label, fontsize=8)
             ax.tick_params(labelsize=7)
-    axes[0][0].legend(fontsize=7)
+    axes[0][0].plot([], [], "s", color="black", label="rule")
+    axes[0][0].plot([], [], "o", color="0.55", label="trained arm")
+    axes[0][0].legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
-
-
-def _err(frame: pd.DataFrame) -> np.ndarray:
-    """Asymmetric CI error bars, shape (2, k); NaN CIs (n < 2) draw none."""
-    low = (frame["mean"] - frame["ci_low"]).to_numpy()
-    high = (frame["ci_high"] - frame["mean"]).to_numpy()
-    return np.nan_to_num(np.vstack([low, high]).clip(min=0))
 
 
 def training_curves(client, trials: pd.DataFrame) -> pd.DataFrame:
@@ -320,44 +446,56 @@ def training_curves(client, trials: pd.DataFrame) -> pd.DataFrame:
     replayed iteration after a hard kill keeps its last logged value.
     """
     rows = []
-    for r in _rows(trials):
-        run = client.get_run(r.run_id)
-        keys = [k for k in run.data.metrics if k.startswith("group/") and k.count("/") == 2]
+    for r in _rows(trials[trials["kind"] == TRAINED]):
+        keys = [k for k in _logged(trials, r.run_id) if k.startswith("group/") and k.count("/") == 2]
         for suffix in CURVE_SUFFIXES:
             chosen = sorted(k for k in keys if k.endswith(suffix))
             if chosen:
                 break
         for key in chosen:
-            last: dict[int, tuple[int, float]] = {}
-            for m in client.get_metric_history(r.run_id, key):
-                if m.step not in last or m.timestamp >= last[m.step][0]:
-                    last[m.step] = (m.timestamp, m.value)
-            rows += [{"scenario": r.scenario, "lambda": r.lam, "seed": r.seed,
+            rows += [{"scenario": r.scenario, "arm": r.arm, "lambda": r.lam, "seed": r.seed,
                       "group": key.split("/")[1], "metric": key.split("/")[2], "iteration": step,
-                      "value": v} for step, (_, v) in sorted(last.items())]
-    return pd.DataFrame(rows, columns=["scenario", "lambda", "seed", "group", "metric",
+                      "value": v} for step, v in history(client, r.run_id, key)]
+    return pd.DataFrame(rows, columns=["scenario", "arm", "lambda", "seed", "group", "metric",
                                        "iteration", "value"])
 
 
-def plot_training_curves(curves: pd.DataFrame, path: Path) -> Path:
-    """Rows: scenarios; columns: groups; one line per λ (mean over seeds, ± std band)."""
+def _logged(trials: pd.DataFrame, run_id: str) -> set[str]:
+    """The metric keys run ``run_id`` logged (its non-NaN columns in :func:`load_trials`)."""
+    row = trials.loc[trials["run_id"] == run_id].iloc[0]
+    return {k for k, v in row.items() if isinstance(v, (int, float)) and not pd.isna(v)}
+
+
+def history(client, run_id: str, key: str) -> list[tuple[int, float]]:
+    """``(step, value)`` of a metric, one per step (a replayed iteration after a hard kill
+    keeps its last logged value), by step."""
+    last: dict[int, tuple[int, float]] = {}
+    for m in client.get_metric_history(run_id, key):
+        if m.step not in last or m.timestamp >= last[m.step][0]:
+            last[m.step] = (m.timestamp, m.value)
+    return [(step, v) for step, (_, v) in sorted(last.items())]
+
+
+def plot_training_curves(curves: pd.DataFrame, path: Path, arms: list[str] | None = None) -> Path:
+    """Rows: scenarios; columns: groups; one line per trained arm (mean over seeds, ± std);
+    ``arms``: their order (default sorted)."""
     plt = _plt()
     scenarios = sorted(curves["scenario"].unique()) or ["(none)"]
     groups = sorted(curves["group"].unique()) or ["(none)"]
     fig, axes = plt.subplots(len(scenarios), len(groups), squeeze=False,
                              figsize=(3.4 * len(groups), 2.8 * len(scenarios)))
-    lams = sorted(curves["lambda"].unique())
+    lams = [a for a in (arms or sorted(curves["arm"].unique())) if a in set(curves["arm"])]
     cmap = plt.get_cmap("viridis")
     for i, sc in enumerate(scenarios):
         for j, grp in enumerate(groups):
             ax = axes[i][j]
             sub = curves[(curves.scenario == sc) & (curves.group == grp)]
-            for k, lam in enumerate(lams):
-                agg = sub[sub["lambda"] == lam].groupby("iteration")["value"].agg(["mean", "std"])
+            for k, arm in enumerate(lams):
+                agg = sub[sub["arm"] == arm].groupby("iteration")["value"].agg(["mean", "std"])
                 if agg.empty:
                     continue
                 color = cmap(k / max(1, len(lams) - 1))
-                ax.plot(agg.index, agg["mean"], color=color, label=f"λ={lam:g}", marker=".")
+                ax.plot(agg.index, agg["mean"], color=color, label=arm, marker=".")
                 ax.fill_between(agg.index, agg["mean"] - agg["std"].fillna(0),
                                 agg["mean"] + agg["std"].fillna(0), color=color, alpha=0.15)
             ax.set_title(f"{sc}: group {grp}", fontsize=8)
@@ -382,7 +520,7 @@ def episode_waits(client, trials: pd.DataFrame) -> pd.DataFrame:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for r in _rows(trials):
-            lam = r.lam
+            lam, arm = r.lam, r.arm
             try:
                 local = client.download_artifacts(r.run_id, EPISODES_ARTIFACT, tmp)
                 ep = pd.read_parquet(local)
@@ -390,23 +528,26 @@ def episode_waits(client, trials: pd.DataFrame) -> pd.DataFrame:
                 ep = None
             if ep is not None:
                 for col in [c for c in ep.columns if c.startswith("group/") and c.endswith(WAIT_SUFFIX)]:
-                    rows += [{"scenario": r.scenario, "lambda": lam, "group": col.split("/")[1],
-                              "wait": float(v), "source": "episodes"} for v in ep[col].dropna()]
+                    rows += [{"scenario": r.scenario, "arm": arm, "lambda": lam,
+                              "group": col.split("/")[1], "wait": float(v), "source": "episodes"}
+                             for v in ep[col].dropna()]
                 continue
             metrics = trials.loc[trials.run_id == r.run_id].iloc[0]
             for col in [c for c in trials.columns
                         if c.startswith(EVAL_PREFIX + "group/") and c.endswith(WAIT_SUFFIX)]:
                 if pd.notna(metrics[col]):
-                    rows.append({"scenario": r.scenario, "lambda": lam, "group": col.split("/")[2],
-                                 "wait": float(metrics[col]), "source": "trial summary"})
-    return pd.DataFrame(rows, columns=["scenario", "lambda", "group", "wait", "source"])
+                    rows.append({"scenario": r.scenario, "arm": arm, "lambda": lam,
+                                 "group": col.split("/")[2], "wait": float(metrics[col]),
+                                 "source": "trial summary"})
+    return pd.DataFrame(rows, columns=["scenario", "arm", "lambda", "group", "wait", "source"])
 
 
-def plot_waits(waits: pd.DataFrame, path: Path) -> Path:
-    """Box plots of per-episode mean wait, one panel per scenario, boxes grouped by group × λ."""
+def plot_waits(waits: pd.DataFrame, path: Path, arms: list[str] | None = None) -> Path:
+    """Box plots of per-episode mean wait, one panel per scenario, boxes grouped by group ×
+    arm (``arms``: their order; default sorted)."""
     plt = _plt()
     scenarios = sorted(waits["scenario"].unique()) or ["(none)"]
-    lams = sorted(waits["lambda"].unique())
+    lams = [a for a in (arms or sorted(waits["arm"].unique())) if a in set(waits["arm"])]
     fig, axes = plt.subplots(len(scenarios), 1, squeeze=False,
                              figsize=(max(6, 1.1 * len(lams) * max(1, waits["group"].nunique())),
                                       2.8 * len(scenarios)))
@@ -417,13 +558,13 @@ def plot_waits(waits: pd.DataFrame, path: Path) -> Path:
         groups = sorted(sub["group"].unique())
         width = 0.8 / max(1, len(lams))
         for k, lam in enumerate(lams):
-            data = [sub[(sub.group == g) & (sub["lambda"] == lam)]["wait"].to_numpy() for g in groups]
+            data = [sub[(sub.group == g) & (sub["arm"] == lam)]["wait"].to_numpy() for g in groups]
             pos = [gi + (k - (len(lams) - 1) / 2) * width for gi in range(len(groups))]
             bp = ax.boxplot([d if len(d) else [np.nan] for d in data], positions=pos,
                             widths=width * 0.9, patch_artist=True, showfliers=False)
             for patch in bp["boxes"]:
                 patch.set_facecolor(cmap(k / max(1, len(lams) - 1)))
-            ax.plot([], [], "s", color=cmap(k / max(1, len(lams) - 1)), label=f"λ={lam:g}")
+            ax.plot([], [], "s", color=cmap(k / max(1, len(lams) - 1)), label=lam)
         ax.set_xticks(range(len(groups)), groups, fontsize=8)
         ax.set_title(f"{sc}: mean wait per evaluation episode, by group", fontsize=9)
         ax.set_ylabel("mean wait", fontsize=8)
@@ -448,42 +589,106 @@ def _p(v: float) -> str:
 
 
 def claim_section(comp: pd.DataFrame, claim_lambda: float, baseline: float) -> list[str]:
-    """Plain-language check of '~25% fairness improvement at ~98% efficiency' at ``claim_lambda``."""
+    """Plain-language check of '~25% fairness improvement at ~98% efficiency' at
+    ``claim_lambda``, for each robust_mode swept at that λ."""
     lines = [f"## Claim check: λ={claim_lambda:g} vs λ={baseline:g}", ""]
-    sub = comp[np.isclose(comp["lambda"], claim_lambda)] if not comp.empty else comp
+    required = {s.key for s in REQUIRED}
+    sub = comp[(comp["kind"] == "lambda") & np.isclose(comp["lambda"], claim_lambda)
+               & comp["key"].isin(required)] if not comp.empty else comp
     if sub.empty:
         return lines + [f"λ={claim_lambda:g} was not part of this sweep; no claim check.", ""]
     lines += ["The hospital technical report claims about **+25% fairness** at about **98% "
               "efficiency retention** for λ=0.3. Measured here (95% bootstrap CIs over seeds; "
-              "Holm-corrected Welch p-values):", "",
-              "| scenario | metric | change | 95% CI | Holm p | verdict |", "|---|---|---|---|---|---|"]
-    for r in _rows(sub):
-        name = "efficiency retention" if r.change == "retention" else f"{r.metric} improvement"
-        lines.append(f"| {r.scenario} | {name} | {_fmt(r.change_pct, 1)}% | "
-                     f"[{_fmt(r.change_ci_low, 1)}, {_fmt(r.change_ci_high, 1)}]% | "
-                     f"{_p(r.p_holm)} | {r.verdict} |")
-    lines.append("")
-    fair = sub[sub["change"] == "improvement"]
-    eff = sub[sub["change"] == "retention"]
-    n_sig = int((fair["verdict"] == "significantly better").sum())
-    reaching = int(((fair["change_pct"] >= 25) & fair["significant_holm"]).sum())
-    kept = int((eff["change_ci_low"] >= 98).sum())
-    lines += [
-        f"- Fairness: {n_sig} of {len(fair)} scenario × metric comparisons are significantly "
-        f"better after Holm correction; {reaching} show a significant improvement of at least "
-        f"25%. The other {len(fair) - n_sig} are **not significant** (or worse): the data do "
-        "not support an improvement there.",
-        f"- Efficiency: in {kept} of {len(eff)} scenarios the lower CI bound of return "
-        "retention is at least 98%.",
-        "- Verdict: the claim is "
-        + ("**reproduced**" if reaching == len(fair) and kept == len(eff) and len(fair) else
-           "**not reproduced** as stated" + (" (only partially supported)" if n_sig else ""))
-        + " by this sweep.", ""]
+              "Holm-corrected Welch p-values):", ""]
+    arms = list(dict.fromkeys(sub["arm"]))
+    for arm in arms:
+        part = sub[sub["arm"] == arm]
+        if len(arms) > 1:
+            lines += [f"### {arm}", ""]
+        lines += ["| scenario | metric | change | 95% CI | Holm p | verdict |",
+                  "|---|---|---|---|---|---|"]
+        for r in _rows(part):
+            name = "efficiency retention" if r.change == "retention" else f"{r.metric} improvement"
+            lines.append(f"| {r.scenario} | {name} | {_fmt(r.change_pct, 1)}% | "
+                         f"[{_fmt(r.change_ci_low, 1)}, {_fmt(r.change_ci_high, 1)}]% | "
+                         f"{_p(r.p_holm)} | {r.verdict} |")
+        lines.append("")
+        fair = part[part["change"] == "improvement"]
+        eff = part[part["change"] == "retention"]
+        n_sig = int((fair["verdict"] == "significantly better").sum())
+        reaching = int(((fair["change_pct"] >= 25) & fair["significant_holm"]).sum())
+        kept = int((eff["change_ci_low"] >= 98).sum())
+        lines += [
+            f"- Fairness: {n_sig} of {len(fair)} scenario × metric comparisons are significantly "
+            f"better after Holm correction; {reaching} show a significant improvement of at "
+            f"least 25%. The other {len(fair) - n_sig} are **not significant** (or worse): the "
+            "data do not support an improvement there.",
+            f"- Efficiency: in {kept} of {len(eff)} scenarios the lower CI bound of return "
+            "retention is at least 98%.",
+            f"- Verdict ({arm}): the claim is "
+            + ("**reproduced**" if reaching == len(fair) and kept == len(eff) and len(fair) else
+               "**not reproduced** as stated" + (" (only partially supported)" if n_sig else ""))
+            + " by this sweep.", ""]
     return lines
 
 
+def rules_section(comp: pd.DataFrame, baseline: float) -> list[str]:
+    """Trained PPO at the baseline λ against the best rule, per scenario and metric."""
+    sub = comp[comp["kind"] == "rule"] if not comp.empty else comp
+    if sub.empty:
+        return []
+    lines = [f"## Trained PPO (λ={baseline:g}) against the rules", "",
+             "Per scenario and metric, the rule with the best mean (the best rule differs by "
+             "metric) against trained PPO at the baseline λ, on the same evaluation seeds. A "
+             "deterministic rule gives the same value at every seed, so the test is in effect "
+             "a one-sample t-test of PPO's seeds against the rule's value. Holm correction "
+             "within each metric across scenarios × rules.", "",
+             "| scenario | metric | PPO mean | best rule | rule mean | d | Holm p | PPO vs best rule |",
+             "|---|---|---|---|---|---|---|---|"]
+    beats: dict[str, list[int]] = {}
+    for (scenario, key), g in sub.groupby(["scenario", "key"], sort=True):
+        higher = g["direction"].iloc[0] == "higher"
+        best = g.loc[g["baseline_mean"].idxmax() if higher else g["baseline_mean"].idxmin()]
+        lines.append(f"| {scenario} | {best.metric} | {_fmt(best['mean'])} | "
+                     f"{best.reference.removeprefix('rule:')} | {_fmt(best.baseline_mean)} | "
+                     f"{_fmt(best.cohens_d, 2)} | {_p(best.p_holm)} | {best.verdict} |")
+        tally = beats.setdefault(best.metric, [0, 0, 0])
+        tally[0] += best.verdict == "significantly better"
+        tally[1] += best.verdict == "significantly worse"
+        tally[2] += 1
+    lines.append("")
+    for metric, (better, worse, n) in beats.items():
+        lines.append(f"- {metric}: trained PPO is significantly better than the best rule in "
+                     f"{better} of {n} scenarios, significantly worse in {worse}, and **not "
+                     f"significantly different** in {n - better - worse}.")
+    return lines + [""]
+
+
+def convergence_section(conv: pd.DataFrame) -> list[str]:
+    if conv.empty:
+        return []
+    lines = ["## Convergence", "",
+             f"Per scenario × trained arm: the drift of the return curve over the last "
+             f"{TAIL:.0%} of iterations (least-squares slope × the window's length, per seed, "
+             "then the mean over seeds) against the seed noise (the sd over seeds of the mean "
+             "return in that window). **Flat** when |drift| <= seed noise. The curve is the "
+             "greedy evaluation return (`eval_curve/return`, logged every `eval_every` "
+             "iterations) where logged, else the training `return_mean`.", "",
+             "| scenario | arm | curve | seeds | iterations (window) | drift | seed noise | flat |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in _rows(conv):
+        flat = "n/a" if r.flat is None or (isinstance(r.flat, float) and math.isnan(r.flat)) \
+            else ("yes" if r.flat else "**no**")
+        lines.append(f"| {r.scenario} | {r.arm} | {r.metric} | {r.seeds} | {r.last_iteration} "
+                     f"({r.window_from}-{r.last_iteration}) | {_fmt(r.drift)} | "
+                     f"{_fmt(r.seed_noise)} | {flat} |")
+    n_flat = int((conv["flat"] == True).sum())  # noqa: E712  (column holds True/False/None)
+    return lines + ["", f"{n_flat} of {len(conv)} arms are flat within seed noise.", ""]
+
+
 def write_markdown(out: Path, meta: dict, summary: pd.DataFrame, comp: pd.DataFrame,
-                   baseline: float, claim_lambda: float, plots: dict[str, str]) -> Path:
+                   baseline: float, claim_lambda: float, plots: dict[str, str],
+                   conv: pd.DataFrame | None = None) -> Path:
     lines = [f"# Group-robust PPO sweep report: {meta['experiment']}", ""]
     if meta.get("partial"):
         lines += [f"> **PARTIAL REPORT**: {meta['partial']}", ""]
@@ -491,27 +696,32 @@ def write_markdown(out: Path, meta: dict, summary: pd.DataFrame, comp: pd.DataFr
               f"- trials: {meta['n_finished']} finished, {meta['n_other']} not finished "
               "(excluded)", f"- scenarios: {', '.join(meta['scenarios'])}",
               f"- λ values: {', '.join(f'{x:g}' for x in meta['lambdas'])}; baseline λ={baseline:g}",
+              f"- arms: {', '.join(meta.get('arms', []))}",
               f"- seeds per cell: {meta['seeds_per_cell']}",
               *(f"- {k}: {v}" for k, v in meta.get("sweep_params", {}).items()), ""]
     lines += claim_section(comp, claim_lambda, baseline)
-    lines += ["## Per scenario × λ (mean ± std, 95% bootstrap CI over seeds)", "",
-              "| scenario | λ | metric | n | mean ± std | 95% CI |", "|---|---|---|---|---|---|"]
+    lines += rules_section(comp, baseline)
+    lines += convergence_section(conv if conv is not None else pd.DataFrame())
+    lines += ["## Per scenario × arm (mean ± std, 95% bootstrap CI over seeds)", "",
+              "| scenario | arm | metric | n | mean ± std | 95% CI |", "|---|---|---|---|---|---|"]
     for r in _rows(summary):
-        lines.append(f"| {r.scenario} | {r.lam:g} | {r.metric} | {r.n} | "
+        lines.append(f"| {r.scenario} | {r.arm} | {r.metric} | {r.n} | "
                      f"{_fmt(r.mean)} ± {_fmt(r.std)} | [{_fmt(r.ci_low)}, {_fmt(r.ci_high)}] |")
-    lines += ["", f"## Each λ against λ={baseline:g}", "",
-              "Welch's t-test (two-sided); p-values corrected with Bonferroni and Holm within "
-              "each metric across all scenarios × λ; Cohen's d = (λ − baseline)/pooled sd. "
-              "Fairness metrics are scores in [0, 1] (1 = fair); fairness improvement % is the "
-              "relative reduction of the unfairness 1 − score against the baseline (positive = "
-              "fairer); "
-              "efficiency retention % is 100·(1 + Δreturn/|baseline return|). "
+    lines += ["", f"## Comparisons: each arm against λ={baseline:g}, λ={baseline:g} against each rule",
+              "",
+              "Welch's t-test (two-sided) of the arm against the reference; p-values corrected "
+              "with Bonferroni and Holm within each family (one metric and one kind of "
+              "comparison, across all scenarios × arms); Cohen's d = (arm − reference)/pooled "
+              "sd. Fairness metrics are scores in [0, 1] (1 = fair); fairness improvement % is "
+              "the relative reduction of the unfairness 1 − score against the reference "
+              "(positive = fairer); efficiency retention % is 100·(1 + Δreturn/|reference "
+              "return|); per-capita improvement % is 100·Δ/|reference|. "
               f"Significance level {ALPHA} after Holm correction.", "",
-              "| scenario | λ | metric | mean (baseline) | d | p | p Bonf. | p Holm | change % [95% CI] | verdict |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+              "| scenario | arm | vs | metric | mean (vs) | d | p | p Bonf. | p Holm | change % [95% CI] | verdict |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in _rows(comp):
         lines.append(
-            f"| {r.scenario} | {r.lam:g} | {r.metric} | {_fmt(r.mean)} "
+            f"| {r.scenario} | {r.arm} | {r.reference} | {r.metric} | {_fmt(r.mean)} "
             f"({_fmt(r.baseline_mean)}) | {_fmt(r.cohens_d, 2)} | {_p(r.p)} | "
             f"{_p(r.p_bonferroni)} | {_p(r.p_holm)} | {r.change} {_fmt(r.change_pct, 1)} "
             f"[{_fmt(r.change_ci_low, 1)}, {_fmt(r.change_ci_high, 1)}] | {r.verdict} |")
@@ -521,14 +731,111 @@ def write_markdown(out: Path, meta: dict, summary: pd.DataFrame, comp: pd.DataFr
                   f"the remaining {len(comp) - n_sig} are **not significant** at {ALPHA}."]
     lines += ["", "## Plots", ""]
     lines += [f"### {title}\n\n![{title}]({name})\n" for title, name in plots.items()]
-    lines += ["## Files", "", "- `summary.csv`: the per scenario × λ table above (all metrics, "
-              "including utilisation and per-group waits).",
+    lines += ["## Files", "", "- `summary.csv`: the per scenario × arm table above (all "
+              "metrics, including utilisation and per-group waits).",
               "- `comparisons.csv`: the tests above with t statistics, p-values and CIs.",
-              "- `curves.csv`, `waits.csv`: data behind the training-curve and wait plots.", "",
+              "- `convergence.csv`: the convergence table; `pareto.csv`, `return_curves.csv`, "
+              "`curves.csv`, `waits.csv`: data behind the Pareto, return-curve, training-curve "
+              "and wait plots.", "",
               f"Regenerate: `python -m platform.report --experiment {meta['experiment']} "
               f"--baseline-lambda {baseline:g} --out DIR`.", ""]
     path = out / "report.md"
     path.write_text("\n".join(lines))
+    return path
+
+
+# --- convergence ---------------------------------------------------------------------------
+def return_curves(client, trials: pd.DataFrame) -> pd.DataFrame:
+    """Long table scenario, arm, lambda, seed, metric, iteration, value of each trained run's
+    return curve: ``eval_curve/return`` where logged (``eval_every``), else ``return_mean``."""
+    rows = []
+    for r in _rows(trials[trials["kind"] == TRAINED]):
+        logged = _logged(trials, r.run_id)
+        key = next((k for k in CURVE_KEYS if k in logged), None)
+        if key is None:
+            continue
+        rows += [{"scenario": r.scenario, "arm": r.arm, "lambda": r.lam, "seed": r.seed,
+                  "metric": key, "iteration": step, "value": v}
+                 for step, v in history(client, r.run_id, key)]
+    return pd.DataFrame(rows, columns=["scenario", "arm", "lambda", "seed", "metric",
+                                       "iteration", "value"])
+
+
+def _drift(it: np.ndarray, v: np.ndarray) -> float:
+    """Least-squares slope of v over it, times the span of it: the change across the window."""
+    if len(it) < 2 or np.ptp(it) == 0:
+        return math.nan
+    slope = np.polyfit(it.astype(float), v.astype(float), 1)[0]
+    return float(slope * np.ptp(it))
+
+
+def convergence_table(curves: pd.DataFrame, tail: float = TAIL) -> pd.DataFrame:
+    """Per scenario × arm: is the return curve flat over the last ``tail`` of iterations?
+
+    Per seed, the window is the iterations after ``(1 - tail)·N`` (N: the arm's last
+    iteration); ``drift`` = mean over seeds of (least-squares slope × window span),
+    ``seed_noise`` = sd over seeds (ddof 1) of each seed's mean in the window; ``flat`` =
+    |drift| <= seed_noise (None when fewer than 2 seeds have 2+ points in the window).
+    """
+    cols = ["scenario", "arm", "lambda", "metric", "seeds", "last_iteration", "window_from",
+            "points", "drift", "drift_sd", "seed_noise", "flat"]
+    rows = []
+    for (scenario, arm), g in curves.groupby(["scenario", "arm"], sort=True):
+        last = int(g["iteration"].max())
+        start = (1 - tail) * last
+        drifts, means, points = [], [], []
+        for _, s in g.groupby("seed"):
+            w = s[s["iteration"] > start].sort_values("iteration")
+            points.append(len(w))
+            if len(w) >= 2:
+                drifts.append(_drift(w["iteration"].to_numpy(), w["value"].to_numpy()))
+                means.append(float(w["value"].mean()))
+        drift = float(np.mean(drifts)) if drifts else math.nan
+        noise = float(np.std(means, ddof=1)) if len(means) >= 2 else math.nan
+        flat = None if len(means) < 2 else bool(abs(drift) <= noise)
+        rows.append({"scenario": scenario, "arm": arm, "lambda": float(g["lambda"].iloc[0]),
+                     "metric": g["metric"].iloc[0], "seeds": g["seed"].nunique(),
+                     "last_iteration": last, "window_from": int(math.floor(start)) + 1,
+                     "points": min(points) if points else 0, "drift": drift,
+                     "drift_sd": float(np.std(drifts, ddof=1)) if len(drifts) >= 2 else math.nan,
+                     "seed_noise": noise, "flat": flat})
+    return pd.DataFrame(rows, columns=cols)
+
+
+def plot_return_curves(curves: pd.DataFrame, conv: pd.DataFrame, path: Path,
+                       arms: list[str] | None = None) -> Path:
+    """One panel per scenario: each trained arm's return curve (mean ± sd over seeds), the
+    convergence window shaded."""
+    plt = _plt()
+    scenarios = sorted(curves["scenario"].unique()) or ["(none)"]
+    order = [a for a in (arms or sorted(curves["arm"].unique())) if a in set(curves["arm"])]
+    fig, axes = plt.subplots(1, len(scenarios), squeeze=False, figsize=(4.2 * len(scenarios), 3.2))
+    cmap = plt.get_cmap("viridis")
+    for i, sc in enumerate(scenarios):
+        ax = axes[0][i]
+        sub = curves[curves.scenario == sc]
+        for k, arm in enumerate(order):
+            agg = sub[sub["arm"] == arm].groupby("iteration")["value"].agg(["mean", "std"])
+            if agg.empty:
+                continue
+            color = cmap(k / max(1, len(order) - 1))
+            ax.plot(agg.index, agg["mean"], color=color, label=arm, marker=".")
+            ax.fill_between(agg.index, agg["mean"] - agg["std"].fillna(0),
+                            agg["mean"] + agg["std"].fillna(0), color=color, alpha=0.15)
+        c = conv[conv.scenario == sc]
+        if len(c):
+            ax.axvspan(c["window_from"].min() - 0.5, c["last_iteration"].max() + 0.5,
+                       color="0.9", zorder=0, label=f"last {TAIL:.0%}")
+        metric = ", ".join(sorted(sub["metric"].unique())) or "return"
+        ax.set_title(f"{sc}: {metric}", fontsize=8)
+        ax.set_xlabel("training iteration", fontsize=8)
+        ax.set_ylabel("return", fontsize=8)
+        ax.tick_params(labelsize=7)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
     return path
 
 
@@ -540,7 +847,7 @@ def build_report(client, experiment: str, out: Path, *, baseline: float = 0.0,
     exp, parent = find_parent(client, experiment, parent_run_id)
     all_trials = load_trials(client, exp.experiment_id, parent.info.run_id)
     trials = check_trials(all_trials, experiment)
-    lambdas = sorted(trials["lambda"].unique())
+    lambdas = sorted(trials.loc[trials["kind"] == TRAINED, "lambda"].unique())
     if not any(math.isclose(x, baseline) for x in lambdas):
         raise UsageError(f"--baseline-lambda: {baseline:g} is not in the sweep; λ values: "
                          f"{', '.join(f'{x:g}' for x in lambdas)}")
@@ -550,28 +857,54 @@ def build_report(client, experiment: str, out: Path, *, baseline: float = 0.0,
     comp = comparison_table(trials, baseline)
     curves = training_curves(client, trials)
     waits = episode_waits(client, trials)
+    ret_curves = return_curves(client, trials)
+    conv = convergence_table(ret_curves)
+    arms = arms_in_order(trials)
     summary.to_csv(out / "summary.csv", index=False)
     comp.to_csv(out / "comparisons.csv", index=False)
     curves.to_csv(out / "curves.csv", index=False)
     waits.to_csv(out / "waits.csv", index=False)
-    plots = {"Fairness vs efficiency (Pareto front per scenario)":
-             plot_pareto(summary, out / "pareto.png").name,
-             "Training curves per group": plot_training_curves(curves, out / "training_curves.png").name,
-             "Wait-time distributions by group": plot_waits(waits, out / "wait_times.png").name}
-    cells = trials.groupby(["scenario", "lambda"]).size()
+    ret_curves.to_csv(out / "return_curves.csv", index=False)
+    conv.to_csv(out / "convergence.csv", index=False)
+    points = pareto_points(summary)
+    points.to_csv(out / "pareto.csv", index=False)
+    plots = {"Fairness vs efficiency (Pareto front per scenario, rules as black squares)":
+             plot_pareto(points, out / "pareto.png").name,
+             "Return curves (convergence window shaded)":
+             plot_return_curves(ret_curves, conv, out / "return_curves.png", arms).name,
+             "Training curves per group":
+             plot_training_curves(curves, out / "training_curves.png", arms).name,
+             "Wait-time distributions by group":
+             plot_waits(waits, out / "wait_times.png", arms).name}
+    cells = trials.groupby(["scenario", "arm"]).size()
     sweep_params = {k: v for k, v in parent.data.params.items()
-                    if k in ("iterations", "eval_episodes", "train_batch_size", "algorithm")}
+                    if k in ("iterations", "iterations_per_scenario", "eval_episodes",
+                             "eval_every", "train_batch_size", "num_envs_per_env_runner",
+                             "env_vectorize", "algorithm", "modes", "baselines")}
     meta = {"experiment": experiment, "parent_run_id": parent.info.run_id,
             "sweep_name": parent.data.tags.get(TAG_SWEEP, ""), "n_finished": len(trials),
             "n_other": len(all_trials) - len(trials),
-            "scenarios": sorted(trials["scenario"].unique()), "lambdas": lambdas,
+            "scenarios": sorted(trials["scenario"].unique()), "lambdas": lambdas, "arms": arms,
             "seeds_per_cell": f"{cells.min()}-{cells.max()}" if cells.min() != cells.max()
             else str(cells.min()), "sweep_params": sweep_params, "partial": partial}
-    write_markdown(out, meta, summary, comp, baseline, claim_lambda, plots)
+    write_markdown(out, meta, summary, comp, baseline, claim_lambda, plots, conv)
     (out / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
     if log_to_parent:
         client.log_artifacts(parent.info.run_id, str(out), artifact_path="report")
     return {"trials": len(trials), "comparisons": len(comp), "out": str(out)}
+
+
+def check_convergence(client, experiment: str, parent_run_id: str | None = None) -> int:
+    """Print the convergence table of the latest sweep in ``experiment``; 0 if every trained
+    arm is flat within seed noise, 1 otherwise (an arm that cannot be tested counts as not)."""
+    exp, parent = find_parent(client, experiment, parent_run_id)
+    trials = check_trials(load_trials(client, exp.experiment_id, parent.info.run_id), experiment)
+    conv = convergence_table(return_curves(client, trials))
+    if conv.empty:
+        raise UsageError(f"--check-convergence: no return curve (eval_curve/return or "
+                         f"return_mean) in the trained runs of {experiment!r}")
+    print("\n".join(convergence_section(conv)))
+    return 0 if (conv["flat"] == True).all() else 1  # noqa: E712
 
 
 def main(argv: list[str]) -> int:
@@ -585,8 +918,15 @@ def main(argv: list[str]) -> int:
     p.add_argument("--partial", default=None, metavar="NOTE",
                    help="label the report partial, with this note (e.g. how to finish it)")
     p.add_argument("--no-log", action="store_true", help="do not log the files to the parent run")
-    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--check-convergence", action="store_true",
+                   help="only print the convergence table of the sweep's trained arms (no --out "
+                        "needed); exit 1 when an arm is not flat within seed noise")
+    p.add_argument("--out", default=None, help="output directory (required for the report)")
     a = p.parse_args(argv)
+    if a.check_convergence:
+        return check_convergence(_client(a.tracking_uri), a.experiment, a.parent_run_id)
+    if not a.out:
+        raise UsageError("--out: required (the report's output directory)")
     client = _client(a.tracking_uri)
     res = build_report(client, a.experiment, Path(a.out), baseline=a.baseline_lambda,
                        claim_lambda=a.claim_lambda, parent_run_id=a.parent_run_id,

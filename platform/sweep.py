@@ -1,12 +1,15 @@
 """``python -m platform.sweep group-robust-ppo --scenarios ... --lambdas ... --seeds N``: λ × seed grids.
 
-A Ray Tune grid over scenarios × λ × seeds of group-robust PPO (the EquiRL hospital-
-allocation report's protocol: L = (1-λ)·L_PPO + λ·L_robust, several seeds per cell, four
-hospitals). Each trial trains with :mod:`platform.allocation` (RLlib), then runs E greedy
-evaluation episodes on fixed evaluation seeds (``eval_seed_base + i``, disjoint from the
-training seeds and identical for every trial). A trial is the one allocation loop
-(:func:`platform.allocation.loop.train`, the same as ``platform.train``) with a
-:class:`TuneSink`: results go to ``tune.report``, checkpoints to Tune.
+A Ray Tune grid over scenarios × λ × robust_mode × seeds of group-robust PPO (the EquiRL
+hospital-allocation report's protocol: L = (1-λ)·L_PPO + λ·L_robust, several seeds per cell,
+four hospitals), λ = 0 (plain PPO whatever the mode) run once, plus rule-based baselines
+(``--baselines triage,fcfs``: :mod:`envs.hospital.rules`) as trials of their own. Each trained
+trial trains with :mod:`platform.allocation` (RLlib), then runs E greedy evaluation episodes on
+fixed evaluation seeds (``eval_seed_base + i``, disjoint from the training seeds and identical
+for every trial); a rule trial runs the same evaluation
+(:func:`platform.allocation.evaluate.evaluate_rule`) on the same seeds. A trained trial is the
+one allocation loop (:func:`platform.allocation.loop.train`, the same as ``platform.train``)
+with a :class:`TuneSink`: results go to ``tune.report``, checkpoints to Tune.
 
 * Concurrency: at most ``cluster CPUs // CPUs per trial`` trials at once.
 * MLflow: one parent run per sweep, one child run per trial (params from
@@ -33,19 +36,29 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from platform import cli, tracking
-from platform.report import PARAM_LAMBDA, PARAM_SCENARIO, PARAM_SEED, TAG_ROLE, TAG_SWEEP, TAG_TRIAL
+from platform.report import (
+    PARAM_LAMBDA,
+    PARAM_POLICY,
+    PARAM_SCENARIO,
+    PARAM_SEED,
+    TAG_ROLE,
+    TAG_SWEEP,
+    TAG_TRIAL,
+)
 from typing import Any
 
 from base import config as config_lib
 from base.errors import UsageError
 from base.registry import Registry
 
-STEP_KEY = "iteration"  # the algorithm's training iteration (MLflow step)
+STEP_KEY = "iteration"  # the algorithm's training iteration (MLflow step; 0 for a rule)
 EPISODES_KEY = "eval_episode_rows"  # per-episode table in the last result (dict of lists)
 SPEC_FILE = "equirl_sweep.json"
 TRACK = "allocation"
 # AllocationConfig fields the grid sets per trial (never --set / --config)
-GRID_FIELDS = ("algorithm", "scenario", "robust_lambda", "seed")
+GRID_FIELDS = ("algorithm", "scenario", "robust_lambda", "robust_mode", "seed")
+GRID_FLAGS = {"robust_mode": "--modes", "robust_lambda": "--lambdas", "scenario": "--scenarios",
+              "seed": "--seeds/--seed", "algorithm": "the sweep command"}
 # sweep defaults under --config/--set: one CPU per trial, sampling in the trial process
 SWEEP_DEFAULTS = {"num_env_runners": 0}
 
@@ -68,10 +81,32 @@ class SweepSpec:
     experiment: str = ""
     parent_run_id: str | None = None
     max_failures: int = 1
+    modes: list[str] = field(default_factory=lambda: ["worst_group"])  # robust_mode axis
+    baselines: list[str] = field(default_factory=list)  # rule names (envs.hospital.rules)
+    iterations: dict[str, int] = field(default_factory=dict)  # scenario -> its own budget
+
+    def arms(self) -> list[dict[str, Any]]:
+        """The trained arms: ``{"robust_lambda", "robust_mode"}``, λ = 0 once (with the first
+        mode: at λ = 0 group-robust PPO is PPO whatever the mode), then each λ > 0 × mode."""
+        out = []
+        for lam in self.lambdas:
+            for mode in self.modes[:1] if lam == 0 else self.modes:
+                out.append({"robust_lambda": lam, "robust_mode": mode})
+        return out
+
+    def cells(self) -> list[dict[str, Any]]:
+        """Every trial's cell, in run order: scenario (slowest), the rules, the trained arms,
+        seed (fastest). A rule cell has ``policy``; a trained one ``robust_lambda`` and
+        ``robust_mode``."""
+        out = []
+        for sc in self.scenarios:
+            arms = [{"policy": b} for b in self.baselines] + self.arms()
+            out += [{"scenario": sc, **arm, "seed": seed} for arm in arms for seed in self.seeds]
+        return out
 
     @property
     def n_trials(self) -> int:
-        return len(self.scenarios) * len(self.lambdas) * len(self.seeds)
+        return len(self.scenarios) * len(self.seeds) * (len(self.arms()) + len(self.baselines))
 
 
 # ----------------------------------------------------------------------- parsing
@@ -95,6 +130,56 @@ def parse_lambdas(text: str) -> list[float]:
         raise UsageError(f"--lambdas: {', '.join(f'{x:g}' for x in bad)} outside [0, 1]; "
                          "λ weights L_robust in (1-λ)·L_PPO + λ·L_robust")
     return lambdas
+
+
+def parse_modes(text: str) -> list[str]:
+    from algorithms.group_robust import ROBUST_OBJECTIVES
+
+    modes = parse_list(text, "--modes", kind=str)
+    unknown = [m for m in modes if m not in ROBUST_OBJECTIVES]
+    if unknown:
+        raise UsageError(f"--modes: unknown {', '.join(unknown)}; allowed: "
+                         f"{', '.join(ROBUST_OBJECTIVES.names())}")
+    return modes
+
+
+def parse_baselines(text: str | None) -> list[str]:
+    """``--baselines a,b``: rule names registered in :data:`envs.hospital.rules.RULES`."""
+    if text is None:
+        return []
+    from envs.hospital import rules
+
+    names = parse_list(text, "--baselines", kind=str)
+    unknown = [n for n in names if n not in rules.RULES]
+    if unknown:
+        raise UsageError(f"--baselines: unknown {', '.join(unknown)}; allowed: "
+                         f"{', '.join(rules.names())}")
+    return names
+
+
+def parse_iterations(text: str | None, scenarios: list[str]) -> dict[str, int]:
+    """``--iterations-per-scenario urban=60,rural=40`` -> ``{"urban": 60, "rural": 40}``."""
+    if text is None:
+        return {}
+    flag = "--iterations-per-scenario"
+    out: dict[str, int] = {}
+    for item in parse_list(text, flag, kind=str):
+        name, sep, value = item.partition("=")
+        name = name.strip()
+        try:
+            n = int(value)
+        except ValueError:
+            n = 0
+        if not sep or n < 1:
+            raise UsageError(f"{flag}: {item!r} is not SCENARIO=ITERATIONS with ITERATIONS >= 1, "
+                             f"e.g. {flag} urban=60,rural=40")
+        if name not in scenarios:
+            raise UsageError(f"{flag}: {name!r} is not in --scenarios; allowed: "
+                             f"{', '.join(scenarios)}")
+        if name in out:
+            raise UsageError(f"{flag}: {name!r} appears twice")
+        out[name] = n
+    return out
 
 
 def parse_scenarios(text: str) -> list[str]:
@@ -121,6 +206,16 @@ def build_spec(algorithm: str, argv: list[str]) -> tuple[SweepSpec, Any]:
     g.add_argument("--scenarios", default=everything,
                    help=f"comma-separated scenarios (default every hospital: {everything})")
     g.add_argument("--lambdas", default="0,0.1,0.2,0.3,0.4,0.5", help="comma-separated λ in [0, 1]")
+    g.add_argument("--modes", default="worst_group",
+                   help="comma-separated robust_mode values crossed with every λ > 0 (λ = 0 "
+                        "is run once); default worst_group")
+    g.add_argument("--baselines", default=None,
+                   help="comma-separated rule-based policies evaluated beside the grid, one "
+                        "trial per scenario × rule × seed (envs.hospital.rules: e.g. "
+                        "triage,fcfs,equity_triage,random)")
+    g.add_argument("--iterations-per-scenario", dest="iterations_per_scenario", default=None,
+                   help="each hospital its own budget, e.g. urban=60,rural=40 (the others "
+                        "keep --iterations)")
     g.add_argument("--seeds", type=int, default=5,
                    help="seeds per cell: --seed, --seed+1, ... (default 5)")
     g.add_argument("--name", default=None, help="sweep name (default: the experiment name)")
@@ -134,13 +229,15 @@ def build_spec(algorithm: str, argv: list[str]) -> tuple[SweepSpec, Any]:
         raise UsageError(f"--max-failures: got {a.max_failures}; must be >= 0")
     seed0 = 0 if a.seed is None else a.seed
     experiment = a.experiment or "allocation-sweep"
-    spec = SweepSpec(algorithm=algorithm, scenarios=parse_scenarios(a.scenarios),
+    names = parse_scenarios(a.scenarios)
+    spec = SweepSpec(algorithm=algorithm, scenarios=names,
                      lambdas=parse_lambdas(a.lambdas), seeds=list(range(seed0, seed0 + a.seeds)),
                      base=shared_fields(a), name=a.name or experiment, experiment=experiment,
-                     max_failures=a.max_failures)
-    for sc in spec.scenarios:  # fail on bad --set fields before anything starts
-        for seed in (spec.seeds[0], spec.seeds[-1]):
-            trial_config(spec, sc, spec.lambdas[-1], seed)
+                     max_failures=a.max_failures, modes=parse_modes(a.modes),
+                     baselines=parse_baselines(a.baselines),
+                     iterations=parse_iterations(a.iterations_per_scenario, names))
+    for cell in spec.cells():  # fail on bad --set fields before anything starts
+        trial_config(spec, cell)
     return spec, a
 
 
@@ -151,21 +248,35 @@ def shared_fields(args) -> dict[str, Any]:
     given = config_lib.merge_sources(args.config, args.overrides)
     for key in GRID_FIELDS:
         if key in given:
-            raise UsageError(
-                f"--set {key}: set by the sweep grid; use --scenarios/--lambdas/--seeds")
+            raise UsageError(f"--set {key}: set by the sweep grid; use {GRID_FLAGS[key]}")
     flags = {field: getattr(args, dest) for dest, field in cli.COMMON_FLAGS.items()
              if field not in GRID_FIELDS}
     return config_lib.deep_merge(SWEEP_DEFAULTS, config_lib.merge_sources(
         args.config, args.overrides, flags))
 
 
-def trial_config(spec: SweepSpec, scenario: str, lam: float, seed: int):
-    """The validated AllocationConfig of one grid cell."""
-    from platform.allocation.config import AllocationConfig
+def trial_config(spec: SweepSpec, cell: dict[str, Any]):
+    """The validated config of one grid cell: an AllocationConfig (trained arm, with the
+    scenario's own ``iterations`` when given) or a HeuristicConfig (rule cell)."""
+    return cell_config(spec.algorithm, spec.base, cell, spec.iterations)
 
-    data = {**spec.base, "algorithm": spec.algorithm, "scenario": scenario,
-            "robust_lambda": lam, "seed": seed}
+
+def cell_config(algorithm: str, base: dict[str, Any], cell: dict[str, Any],
+                iterations: dict[str, int] | None = None):
+    from platform.allocation.config import AllocationConfig, HeuristicConfig
+
+    if "policy" in cell:  # a rule: the evaluation fields the trained trials share
+        own = {f.name for f in config_lib.fields_of(HeuristicConfig)}
+        shared = {k: v for k, v in base.items() if k in own and k not in ("algorithm", "run_name")}
+        return config_lib.build(HeuristicConfig, {**shared, **cell})
+    data = {**base, "algorithm": algorithm, **cell}
+    if iterations and cell["scenario"] in iterations:
+        data["iterations"] = iterations[cell["scenario"]]
     return config_lib.build(AllocationConfig, data)
+
+
+def is_rule(cell: dict[str, Any]) -> bool:
+    return "policy" in cell
 
 
 # ------------------------------------------------------------------ the trainable
@@ -176,11 +287,22 @@ def allocation_trial(config: dict[str, Any]) -> None:
     last report carries the evaluation means (``eval/...``) and the per-episode rows.
     """
     from platform.allocation import loop
-    from platform.allocation.config import AllocationConfig
 
-    cfg = config_lib.build(AllocationConfig, {**config["base"], "algorithm": config["algorithm"],
-                                              **config["cell"]})
+    cfg = cell_config(config["algorithm"], config["base"], config["cell"],
+                      config.get("iterations"))
+    if is_rule(config["cell"]):
+        return rule_trial(cfg)
     loop.train(cfg, TuneSink())
+
+
+def rule_trial(cfg) -> None:
+    """A rule's trial: the evaluation of a trained trial's last report, at step 0."""
+    from platform.allocation.evaluate import evaluate_rule, summarize
+
+    from ray import tune
+
+    episodes = evaluate_rule(cfg.policy, cfg, cfg.eval_episodes)
+    tune.report({STEP_KEY: 0, **summarize(episodes), EPISODES_KEY: episodes.to_dict("list")})
 
 
 class TuneSink:
@@ -268,10 +390,10 @@ class MlflowSweepCallback(_tune_callback_base()):
         if found:
             rid = found[0].info.run_id
             hist = self.client.get_metric_history(rid, STEP_KEY)
-            self._last[rid] = int(max((m.value for m in hist), default=0))
+            self._last[rid] = int(max((m.value for m in hist), default=-1))
         else:
             rid = self._create_run(trial)
-            self._last[rid] = 0
+            self._last[rid] = -1
         self._runs[tid] = rid
         return rid
 
@@ -280,12 +402,14 @@ class MlflowSweepCallback(_tune_callback_base()):
 
         c = trial.config["cell"]
         spec = SweepSpec(**{**self.spec, "parent_run_id": self.parent_run_id})
-        cfg = trial_config(spec, c["scenario"], c["robust_lambda"], c["seed"])
+        cfg = trial_config(spec, c)
+        tags = (tracking.run_tags(TRACK, cfg.algorithm, policy=cfg.policy) if is_rule(c)
+                else tracking.run_tags(TRACK, spec.algorithm))
         run = self.client.create_run(self.experiment_id, run_name=_trial_name(trial.config), tags={
-            "mlflow.parentRunId": self.parent_run_id, **tracking.run_tags(TRACK, spec.algorithm),
+            "mlflow.parentRunId": self.parent_run_id, **tags,
             TAG_ROLE: "trial", TAG_TRIAL: trial.trial_id, TAG_SWEEP: spec.name})
         params = config_lib.tracked_params(cfg)
-        for must in (PARAM_SCENARIO, PARAM_LAMBDA, PARAM_SEED):
+        for must in (PARAM_SCENARIO, PARAM_SEED, PARAM_POLICY if is_rule(c) else PARAM_LAMBDA):
             assert must in params, must
         self.client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()])
         return run.info.run_id
@@ -363,7 +487,10 @@ def _progress(trial, step: int, r: dict[str, Any]) -> str:
 
 def _trial_name(config: dict[str, Any]) -> str:
     c = config["cell"]
-    return f"{c['scenario']}-l{c['robust_lambda']:g}-s{c['seed']}"
+    if is_rule(c):
+        return f"{c['scenario']}-{c['policy']}-s{c['seed']}"
+    mode = f"-{c['robust_mode']}" if c["robust_lambda"] else ""
+    return f"{c['scenario']}-l{c['robust_lambda']:g}{mode}-s{c['seed']}"
 
 
 # --------------------------------------------------------------------- driver
@@ -374,17 +501,17 @@ def sweep_dir(name: str) -> Path:
 
 
 def _param_space(spec: SweepSpec) -> dict[str, Any]:
-    """One grid axis of cells, in this order: scenario (slowest), λ, seed (fastest).
+    """One grid axis of cells (:meth:`SweepSpec.cells`): scenario (slowest), the rules, the
+    trained arms (λ, mode), seed (fastest).
 
     Tune orders several ``grid_search`` axes by key name, not as given; one axis of cells
-    keeps the order, so whole scenario × λ cells (all seeds) finish first and a partial
+    keeps the order, so whole scenario × arm cells (all seeds) finish first and a partial
     sweep can already be analysed.
     """
     from ray import tune
 
-    cells = [{"scenario": sc, "robust_lambda": lam, "seed": seed}
-             for sc in spec.scenarios for lam in spec.lambdas for seed in spec.seeds]
-    return {"algorithm": spec.algorithm, "base": spec.base, "cell": tune.grid_search(cells)}
+    return {"algorithm": spec.algorithm, "base": spec.base, "iterations": spec.iterations,
+            "cell": tune.grid_search(spec.cells())}
 
 
 def _resources(spec: SweepSpec):
@@ -411,19 +538,27 @@ def _parent_run(client, exp_id: str, spec: SweepSpec) -> str:
 
     run = client.create_run(exp_id, run_name=f"sweep-{spec.name}", tags={
         **tracking.run_tags(TRACK, spec.algorithm), TAG_ROLE: "parent", TAG_SWEEP: spec.name})
-    cfg = trial_config(spec, spec.scenarios[0], spec.lambdas[0], spec.seeds[0])
+    cfg = trial_config(spec, {"scenario": spec.scenarios[0], **spec.arms()[0],
+                              "seed": spec.seeds[0]})
     params = {k: v for k, v in config_lib.tracked_params(cfg).items()
               if k == "algorithm" or k not in GRID_FIELDS}  # what every trial shares
+    if spec.iterations:
+        params.pop("iterations", None)  # differs by scenario
     params.update(scenarios=",".join(spec.scenarios),
                   lambdas=",".join(f"{x:g}" for x in spec.lambdas),
+                  modes=",".join(spec.modes), baselines=",".join(spec.baselines) or "none",
                   seeds=",".join(map(str, spec.seeds)), n_trials=spec.n_trials)
+    if spec.iterations:
+        params["iterations_per_scenario"] = ",".join(
+            f"{sc}={spec.iterations.get(sc, cfg.iterations)}" for sc in spec.scenarios)
     client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()])
     return run.info.run_id
 
 
 def _load_resume(spec: SweepSpec, path: Path) -> SweepSpec:
     saved = SweepSpec(**json.loads((path / SPEC_FILE).read_text()))
-    differs = [k for k in ("algorithm", "scenarios", "lambdas", "seeds", "base")
+    differs = [k for k in ("algorithm", "scenarios", "lambdas", "seeds", "base", "modes",
+                           "baselines", "iterations")
                if getattr(saved, k) != getattr(spec, k)]
     if differs:
         raise UsageError(f"--resume: sweep {spec.name!r} was started with different "

@@ -9,27 +9,33 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from platform import report as R
 
 import numpy as np
 import pandas as pd
-
-from platform import report as R
 
 GROUPS = ("child", "adult", "senior")
 
 
 def make_sweep(uri: str, experiment: str, *, scenarios=("urban", "rural"), lambdas=(0.0, 0.3),
                seeds=4, iterations=3, episodes=6, drop_metrics=(), duplicate_step=True,
-               rng_seed=0, legacy_names=False) -> dict:
+               rng_seed=0, legacy_names=False, modes=(), rules=None, curves=False) -> dict:
     """Create one sweep (parent run + scenarios × λ × seeds child runs). Returns ids.
 
     ``legacy_names``: log the fairness scores under their names before issue 12
     (``eval/fairness/dp`` ...), as sweeps run before the rename did.
+    ``modes``: log ``robust_mode`` and cross every λ > 0 with each mode (λ = 0 once, as
+    ``platform.sweep --modes`` does). ``rules``: rule name -> (return, DP score) of a
+    rule-based baseline, one child run per scenario × rule × seed with the same value at
+    every seed (a deterministic rule on fixed evaluation seeds), params ``policy``,
+    ``scenario``, ``seed``. ``curves``: log ``eval_curve/return`` per iteration (flat from the
+    middle on in "urban", still rising by 5 per iteration in "rural") and the per-capita
+    outcomes ``eval/group/<g>/return_per_capita``.
     """
+    from platform.tracking import artifact_root_for
+
     import mlflow
     from mlflow.entities import Metric, Param, RunTag
-
-    from platform.tracking import artifact_root_for
 
     client = mlflow.MlflowClient(uri)
     exp = client.get_experiment_by_name(experiment)
@@ -41,16 +47,39 @@ def make_sweep(uri: str, experiment: str, *, scenarios=("urban", "rural"), lambd
     client.log_batch(parent.info.run_id, params=[Param("iterations", str(iterations)),
                                                  Param("eval_episodes", str(episodes))])
     children = []
+    arms = [(lam, mode) for lam in lambdas for mode in ((modes[:1] if lam == 0 else modes) or [None])]
     for sc in scenarios:
         effect = 1.0 if sc == "urban" else 0.0
-        for lam in lambdas:
+        for name, (ret, dp) in (rules or {}).items():
             for seed in range(seeds):
-                run = client.create_run(exp_id, run_name=f"{sc}-l{lam}-s{seed}", tags={
+                run = client.create_run(exp_id, run_name=f"{sc}-{name}-s{seed}", tags={
                     "mlflow.parentRunId": parent.info.run_id, R.TAG_ROLE: "trial",
-                    R.TAG_TRIAL: f"{sc}_{lam}_{seed}"})
+                    R.TAG_TRIAL: f"{sc}_{name}_{seed}"})
+                metrics = {R.RETURN_KEY: ret, "eval/fairness/dp_score": dp,
+                           "eval/fairness/eo_score": 0.85, "eval/fairness/wte_score": 0.5,
+                           "eval/fairness/individual_score": 0.9,
+                           **{f"eval/group/{g}/return_per_capita": 0.1 * g_i
+                              for g_i, g in enumerate(GROUPS)}}
+                client.log_batch(run.info.run_id, metrics=[
+                    Metric(k, v, 1_700_000_000_000, 0) for k, v in metrics.items()], params=[
+                    Param(R.PARAM_SCENARIO, sc), Param(R.PARAM_POLICY, name),
+                    Param(R.PARAM_SEED, str(seed))])
+                client.set_terminated(run.info.run_id, "FINISHED")
+                children.append(run.info.run_id)
+        for lam, mode in arms:
+            for seed in range(seeds):
+                arm = f"l{lam}" + (f"-{mode}" if mode else "")
+                run = client.create_run(exp_id, run_name=f"{sc}-{arm}-s{seed}", tags={
+                    "mlflow.parentRunId": parent.info.run_id, R.TAG_ROLE: "trial",
+                    R.TAG_TRIAL: f"{sc}_{arm}_{seed}"})
                 rid = run.info.run_id
                 ts = 1_700_000_000_000
                 ms = []
+                if curves:
+                    for it in range(1, iterations + 1):
+                        level = -100 + (5 * min(it, iterations // 2) if effect else 5 * it)
+                        ms.append(Metric("eval_curve/return", level + seed + rng.normal(0, 0.2),
+                                         ts + it, it))
                 for it in range(1, iterations + 1):
                     for g_i, g in enumerate(GROUPS):
                         v = -10 + it + g_i + lam * effect * 2 + rng.normal(0, 0.3)
@@ -73,14 +102,21 @@ def make_sweep(uri: str, experiment: str, *, scenarios=("urban", "rural"), lambd
                     **{f"eval/group/{g}/mean_wait": float(ep[f"group/{g}/mean_wait"].mean())
                        for g in GROUPS},
                 }
+                if curves:
+                    summary.update({f"eval/group/{g}/return_per_capita":
+                                    0.2 * g_i + 0.3 * lam * effect + rng.normal(0, 0.01)
+                                    for g_i, g in enumerate(GROUPS)})
                 if legacy_names:
                     rename = {new: old for old, new in R.LEGACY_KEYS.items()}
                     summary = {rename.get(k, k): v for k, v in summary.items()}
                 ms += [Metric(k, v, ts, iterations) for k, v in summary.items()
                        if k not in drop_metrics]
-                client.log_batch(rid, metrics=ms, params=[
-                    Param(R.PARAM_SCENARIO, sc), Param(R.PARAM_LAMBDA, str(lam)),
-                    Param(R.PARAM_SEED, str(seed))], tags=[RunTag("mlflow.runName", run.info.run_name)])
+                params = [Param(R.PARAM_SCENARIO, sc), Param(R.PARAM_LAMBDA, str(lam)),
+                          Param(R.PARAM_SEED, str(seed)), Param(R.PARAM_ITERATIONS, str(iterations))]
+                if mode:
+                    params.append(Param(R.PARAM_MODE, mode))
+                client.log_batch(rid, metrics=ms, params=params,
+                                 tags=[RunTag("mlflow.runName", run.info.run_name)])
                 with tempfile.TemporaryDirectory() as tmp:
                     path = Path(tmp) / Path(R.EPISODES_ARTIFACT).name
                     ep.to_parquet(path)

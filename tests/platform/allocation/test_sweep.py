@@ -15,8 +15,10 @@ from platform.cli import run_main
 import pandas as pd
 import pytest
 
+# 4 batched hospitals x 50 decisions: one whole episode each per iteration
 TINY = ["--set", "train_batch_size=200", "--set", "minibatch_size=100", "--set", "num_epochs=1",
-        "--set", "hidden_sizes=[16]", "--set", "env_config.max_decisions=50"]
+        "--set", "hidden_sizes=[16]", "--set", "env_config.max_decisions=50",
+        "--set", "num_envs_per_env_runner=4"]
 
 
 def _children(uri: str, experiment: str) -> tuple[object, list]:
@@ -39,7 +41,17 @@ def _children(uri: str, experiment: str) -> tuple[object, list]:
     (["--scenarios", "urban,moon"], "--scenarios: unknown moon; allowed:"),
     (["--seeds", "0"], "--seeds: got 0"),
     (["--set", "robust_lambda=0.2"], "--set robust_lambda: set by the sweep grid"),
+    (["--set", "robust_mode=ggf"], "--set robust_mode: set by the sweep grid; use --modes"),
     (["--set", "minibatch_size=0"], "minibatch_size: got 0"),
+    (["--modes", "worst_group,median"], "--modes: unknown median; allowed: gap, ggf, worst_group"),
+    (["--baselines", "triage,nurse"],
+     "--baselines: unknown nurse; allowed: equity_triage, fcfs, random, triage"),
+    (["--baselines", ""], "--baselines: empty list"),
+    (["--scenarios", "rural", "--iterations-per-scenario", "urban=3"],
+     "--iterations-per-scenario: 'urban' is not in --scenarios; allowed: rural"),
+    (["--iterations-per-scenario", "rural=0"], "--iterations-per-scenario: 'rural=0' is not "
+                                               "SCENARIO=ITERATIONS with ITERATIONS >= 1"),
+    (["--iterations-per-scenario", "rural"], "is not SCENARIO=ITERATIONS"),
 ])
 def test_bad_input_exit_2(args, message, capsys, mlflow_uri):
     code = run_main(S.main, ["group-robust-ppo", "--tracking-uri", mlflow_uri, *args])
@@ -190,3 +202,103 @@ def test_grid_order_completes_cells_first():
              for _, v in generate_variants(S._param_space(spec))]
     assert order == [(sc, lam, s) for sc in spec.scenarios for lam in spec.lambdas
                      for s in spec.seeds]
+
+
+def test_lambda_zero_is_shared_and_rules_run_beside_the_grid():
+    spec = S.SweepSpec(algorithm="group-robust-ppo", scenarios=["urban", "rural"],
+                       lambdas=[0.0, 0.1, 0.3], seeds=[0, 1], modes=["worst_group", "ggf"],
+                       baselines=["triage", "fcfs"])
+    arms = [(a["robust_lambda"], a["robust_mode"]) for a in spec.arms()]
+    assert arms == [(0.0, "worst_group"), (0.1, "worst_group"), (0.1, "ggf"),
+                    (0.3, "worst_group"), (0.3, "ggf")]  # λ = 0 once: PPO whatever the mode
+    cells = spec.cells()
+    assert len(cells) == spec.n_trials == 2 * 2 * (5 + 2)
+    urban = [c for c in cells if c["scenario"] == "urban"]
+    assert urban[:4] == [{"scenario": "urban", "policy": p, "seed": s}
+                         for p in ("triage", "fcfs") for s in (0, 1)]  # rules first: cheap
+    assert [c["seed"] for c in urban[4:]] == [0, 1] * 5  # whole cells, seed fastest
+    assert cells[len(urban)]["scenario"] == "rural"  # scenario slowest
+
+
+def test_trial_configs_of_rules_and_per_scenario_budgets():
+    from platform.allocation.config import AllocationConfig, HeuristicConfig
+
+    spec = S.SweepSpec(algorithm="group-robust-ppo", scenarios=["urban", "rural"],
+                       lambdas=[0.0, 0.3], seeds=[3], modes=["ggf"], baselines=["random"],
+                       iterations={"urban": 60},
+                       base={"iterations": 40, "eval_episodes": 7, "eval_seed_base": 2_000_000,
+                             "env_config": {"max_decisions": 90}, "train_batch_size": 4096,
+                             "num_env_runners": 0})
+    configs = [S.trial_config(spec, c) for c in spec.cells()]
+    rules = [c for c in configs if isinstance(c, HeuristicConfig)]
+    trained = [c for c in configs if isinstance(c, AllocationConfig)]
+    assert len(rules) == 2 and len(trained) == 4
+    for rule in rules:  # the trained trials' evaluation, none of their training fields
+        assert (rule.policy, rule.seed, rule.eval_episodes) == ("random", 3, 7)
+        assert rule.eval_seeds() == trained[0].eval_seeds()
+        assert rule.env_config == {"max_decisions": 90}
+    assert {(c.scenario, c.iterations) for c in trained} == {("urban", 60), ("rural", 40)}
+    assert {(c.robust_lambda, c.robust_mode) for c in trained} == {(0.0, "ggf"), (0.3, "ggf")}
+
+
+def test_rule_trial_reports_its_evaluation_at_step_zero(monkeypatch):
+    from platform.allocation.evaluate import evaluate_rule, summarize
+
+    from ray import tune
+
+    reports = []
+    monkeypatch.setattr(tune, "report", lambda metrics, checkpoint=None: reports.append(metrics))
+    base = {"eval_episodes": 2, "env_config": {"max_decisions": 30}, "num_env_runners": 0,
+            "train_batch_size": 512}
+    S.allocation_trial({"algorithm": "group-robust-ppo", "base": base,
+                        "cell": {"scenario": "rural", "policy": "triage", "seed": 0}})
+    (report,) = reports
+    assert report[S.STEP_KEY] == 0
+    expected = evaluate_rule("triage", S.cell_config("group-robust-ppo", base, {
+        "scenario": "rural", "policy": "triage", "seed": 0}), 2)
+    assert {k: report[k] for k in summarize(expected)} == summarize(expected)
+    assert pd.DataFrame(report[S.EPISODES_KEY]).equals(expected)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_sweep_with_modes_baselines_and_budgets_then_report(ray_session, mlflow_uri, tmp_path):
+    """λ ∈ {0, 0.3} x {worst_group, ggf} (λ = 0 once) + rules triage, fcfs on rural, rural's
+    own budget; the report has the rules as rows, comparisons and Pareto points."""
+    argv = ["group-robust-ppo", "--scenarios", "rural", "--lambdas", "0,0.3",
+            "--modes", "worst_group,ggf", "--baselines", "triage,fcfs", "--seeds", "2",
+            "--iterations", "3", "--iterations-per-scenario", "rural=1",
+            "--tracking-uri", mlflow_uri, "--experiment", "grid",
+            "--name", f"grid-{tmp_path.name}", "--set", "eval_episodes=2", *TINY]
+    assert run_main(S.main, argv) == 0
+    parent, kids = _children(mlflow_uri, "grid")
+    assert parent.info.status == "FINISHED" and len(kids) == 2 * (3 + 2)
+    assert parent.data.params["modes"] == "worst_group,ggf"
+    assert parent.data.params["baselines"] == "triage,fcfs"
+    assert parent.data.params["iterations_per_scenario"] == "rural=1"
+    rules = [k for k in kids if "policy" in k.data.params]
+    trained = [k for k in kids if "policy" not in k.data.params]
+    assert sorted((k.data.params["policy"], k.data.params["seed"]) for k in rules) == [
+        ("fcfs", "0"), ("fcfs", "1"), ("triage", "0"), ("triage", "1")]
+    assert all(k.data.tags["equirl.algorithm"] == "heuristic" for k in rules)
+    assert sorted((k.data.params["robust_lambda"], k.data.params["robust_mode"])
+                  for k in trained) == [("0.0", "worst_group")] * 2 + [
+        ("0.3", "ggf")] * 2 + [("0.3", "worst_group")] * 2
+    assert all(k.data.params["iterations"] == "1" for k in trained)
+    assert all(k.data.params["env_vectorize"] == "batched" for k in trained)
+    assert all(k.info.status == "FINISHED" for k in kids)
+    eval_keys = {k for k in trained[0].data.metrics if k.startswith("eval/")}
+    for k in rules:  # the same evaluation metrics as a trained trial
+        assert {m for m in k.data.metrics if m.startswith("eval/")} == eval_keys
+    out = tmp_path / "report"
+    assert run_main(R.main, ["--experiment", "grid", "--tracking-uri", mlflow_uri,
+                             "--out", str(out)]) == 0
+    summary = pd.read_csv(out / "summary.csv")
+    assert set(summary["arm"]) == {"λ=0", "λ=0.3 worst_group", "λ=0.3 ggf", "rule:fcfs",
+                                   "rule:triage"}
+    comp = pd.read_csv(out / "comparisons.csv")
+    assert set(comp[comp.kind == "rule"]["reference"]) == {"rule:fcfs", "rule:triage"}
+    points = pd.read_csv(out / "pareto.csv")
+    assert {"rule:fcfs", "rule:triage"} <= set(points["arm"])
+    md = (out / "report.md").read_text()
+    assert "## Trained PPO (λ=0) against the rules" in md
