@@ -98,7 +98,8 @@ def evaluate(algo, cfg, episodes: int, seeds: list[int] | None = None) -> pd.Dat
     def greedy(obs, env):
         return rllib.greedy_action(module, obs)
 
-    return evaluate_policy(lambda seed: greedy, cfg, episodes, seeds)
+    with rllib.eval_mode(module):
+        return evaluate_policy(lambda seed: greedy, cfg, episodes, seeds)
 
 
 #: stream of a rule's own randomness, apart from the env's (which the seed also drives)

@@ -34,6 +34,7 @@ hooks do not run for per-objective ``torch.autograd.grad`` calls.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import math
@@ -567,6 +568,19 @@ def module_weights(algo, module_id: str = DEFAULT_MODULE) -> dict[str, torch.Ten
 
 
 # --------------------------------------------------------------------------- inference
+@contextlib.contextmanager
+def eval_mode(module):
+    """The module in eval mode for a whole evaluation (RLlib's ``forward_inference`` switches a
+    training module to eval and back on every call, walking every submodule twice)."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield module
+    finally:
+        if was_training:
+            module.train()
+
+
 def greedy_action(module, obs: np.ndarray) -> Any:
     """Deterministic action of an RLModule for one observation (shape = obs space)."""
     with torch.no_grad():

@@ -22,6 +22,8 @@ INFO_KEYS = (
     "wait",
     "occupancy",
     "capacity",
+    "reward_by_group",
+    "reward_shared",
 )
 
 
