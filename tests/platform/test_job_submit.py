@@ -134,8 +134,11 @@ def test_ray_job_submit_trains_and_logs_to_mlflow(repo_root, run_env, tmp_path):
             "excludes": [".venv", ".venv-vllm", "ray_results", "mlruns", "*.db", ".git", "artifacts"],
             "env_vars": {"EQUIRL_STORAGE": str(tmp_path / "storage"), "RAY_AUTH_MODE": "disabled"},
         }
+        # 4 batched hospitals x 50 decisions: whole episodes every iteration, so the
+        # per-episode fairness and per-group metrics exist
         tiny = ["--set", "train_batch_size=200", "--set", "minibatch_size=100", "--set", "num_epochs=1",
-                "--set", "eval_episodes=1", "--set", "hidden_sizes=[16]"]
+                "--set", "eval_episodes=1", "--set", "hidden_sizes=[16]",
+                "--set", "env_config.max_decisions=50", "--set", "num_envs_per_env_runner=4"]
         logs = _submit_and_wait(ray_bin, address, runtime_env, repo_root, env, [
             "platform.train", "group-robust-ppo", "--scenario", "rural", "--iterations", "2",
             "--lambda", "0.3", "--num-env-runners", "1", "--tracking-uri", f"sqlite:///{db}",

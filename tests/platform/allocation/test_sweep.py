@@ -107,7 +107,11 @@ def test_mini_sweep_end_to_end_with_report(ray_session, mlflow_uri, tmp_path):
     required = summary[summary.key.isin([s.key for s in R.REQUIRED])]
     assert len(required) == 2 * len(R.REQUIRED) and (required["n"] == 2).all()
     comp = pd.read_csv(out / "comparisons.csv")
-    assert len(comp) == len(R.REQUIRED) and set(comp["lambda"]) == {0.3}
+    assert set(comp["lambda"]) == {0.3} and set(comp["kind"]) == {"lambda"}
+    # the required metrics plus each group's per-capita outcome, one row each
+    outcome_keys = {k for k in comp["key"] if k.endswith(R.PER_CAPITA_SUFFIX)}
+    assert len(outcome_keys) >= 2 and all(k.startswith("eval/group/") for k in outcome_keys)
+    assert sorted(comp["key"]) == sorted([s.key for s in R.REQUIRED] + list(outcome_keys))
     assert {"pareto.png", "training_curves.png", "wait_times.png"} <= {p.name for p in out.iterdir()}
     waits = pd.read_csv(out / "waits.csv")
     assert set(waits["source"]) == {"episodes"} and waits["group"].nunique() >= 2
