@@ -775,7 +775,8 @@ def convergence_table(curves: pd.DataFrame, tail: float = TAIL) -> pd.DataFrame:
     Per seed, the window is the iterations after ``(1 - tail)·N`` (N: the arm's last
     iteration); ``drift`` = mean over seeds of (least-squares slope × window span),
     ``seed_noise`` = sd over seeds (ddof 1) of each seed's mean in the window; ``flat`` =
-    |drift| <= seed_noise (None when fewer than 2 seeds have 2+ points in the window).
+    |drift| <= seed_noise, or within float round-off of 0 for a curve that does not move at
+    all (None when fewer than 2 seeds have 2+ points in the window).
     """
     cols = ["scenario", "arm", "lambda", "metric", "seeds", "last_iteration", "window_from",
             "points", "drift", "drift_sd", "seed_noise", "flat"]
@@ -792,7 +793,10 @@ def convergence_table(curves: pd.DataFrame, tail: float = TAIL) -> pd.DataFrame:
                 means.append(float(w["value"].mean()))
         drift = float(np.mean(drifts)) if drifts else math.nan
         noise = float(np.std(means, ddof=1)) if len(means) >= 2 else math.nan
-        flat = None if len(means) < 2 else bool(abs(drift) <= noise)
+        # a curve that does not move at all (every seed the same constant) is flat, even
+        # though its seed noise is 0 and its drift is float round-off
+        tol = stats.REL_TOL * max(1.0, max((abs(m) for m in means), default=0.0))
+        flat = None if len(means) < 2 else bool(abs(drift) <= max(noise, tol))
         rows.append({"scenario": scenario, "arm": arm, "lambda": float(g["lambda"].iloc[0]),
                      "metric": g["metric"].iloc[0], "seeds": g["seed"].nunique(),
                      "last_iteration": last, "window_from": int(math.floor(start)) + 1,

@@ -54,6 +54,14 @@ class Welch:
     df: float
 
 
+REL_TOL = 1e-9  # spread below this (relative to the values' scale) is float round-off
+
+
+def _constant(a: np.ndarray) -> bool:
+    """All values equal up to round-off: range <= REL_TOL x max(1, max |value|)."""
+    return bool(np.ptp(a) <= REL_TOL * max(1.0, float(np.max(np.abs(a)))))
+
+
 def _as_sample(values) -> np.ndarray:
     arr = np.asarray(values, dtype=float).ravel()
     arr = arr[np.isfinite(arr)]
@@ -101,13 +109,15 @@ def welch(x, y) -> Welch:
     """Two-sided Welch's t-test of mean(x) vs mean(y) (shapes (n,), (m,); n, m >= 2).
 
     Two constant, equal samples give p = 1 (no evidence of a difference); two constant,
-    different samples give p = 0.
+    different samples give p = 0. "Constant" allows float round-off (:func:`_constant`): a
+    mean of equal episode returns summed in another order differs in the last bits, which
+    would otherwise give t ~ 1e15.
     """
     a, b = _as_sample(x), _as_sample(y)
     if len(a) < 2 or len(b) < 2:
         return Welch(math.nan, math.nan, math.nan)
-    if np.ptp(a) == 0 and np.ptp(b) == 0:
-        same = bool(a[0] == b[0])
+    if _constant(a) and _constant(b):
+        same = bool(np.isclose(a.mean(), b.mean(), rtol=REL_TOL, atol=REL_TOL))
         return Welch(0.0 if same else math.copysign(math.inf, a[0] - b[0]), 1.0 if same else 0.0,
                      float(len(a) + len(b) - 2))
     res = sps.ttest_ind(a, b, equal_var=False)
@@ -150,6 +160,9 @@ def cohens_d(x, y) -> float:
     na, nb = len(a), len(b)
     pooled = math.sqrt(((na - 1) * np.var(a, ddof=1) + (nb - 1) * np.var(b, ddof=1)) / (na + nb - 2))
     diff = float(np.mean(a) - np.mean(b))
+    if _constant(a) and _constant(b):
+        diff = 0.0 if np.isclose(a.mean(), b.mean(), rtol=REL_TOL, atol=REL_TOL) else diff
+        pooled = 0.0
     if pooled == 0:
         return 0.0 if diff == 0 else math.copysign(math.inf, diff)
     return diff / pooled

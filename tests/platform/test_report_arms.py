@@ -138,3 +138,9 @@ def test_convergence_table_known_answer():
     assert row["flat"]  # |1.0| <= 2.12
     curves.loc[curves.seed == 1, "value"] = [0.0] * 8 + [2.0, 4.0]
     assert not R.convergence_table(curves).iloc[0]["flat"]  # drift 2 > noise 0.71
+    # every seed the same constant curve (a collapsed policy): noise 0, drift round-off: flat
+    curves["value"] = -38.943 + np.tile(np.r_[np.zeros(8), 1e-14, -1e-14], 2)
+    assert R.convergence_table(curves).iloc[0]["flat"]
+    curves.loc[curves.seed == 1, "value"] = [-38.943] * 9 + [-38.0]  # moves: not flat
+    curves.loc[curves.seed == 0, "value"] = [-38.943] * 9 + [-38.0]
+    assert not R.convergence_table(curves).iloc[0]["flat"]
