@@ -139,6 +139,13 @@ class WorkerImpl:
     def version(self) -> int:
         return self.weights_version
 
+    def named_weights(self) -> list[tuple[str, Any]]:
+        """The weights the worker generates with, by name (CPU copies): to check a sync."""
+        read = getattr(self.backend, "named_weights", None)
+        if read is None:
+            raise NotImplementedError(f"{type(self.backend).__name__} does not expose its weights")
+        return read()
+
     def pid(self) -> int:
         import os
 

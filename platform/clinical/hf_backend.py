@@ -143,6 +143,11 @@ class HFBackend:
                 params[name].copy_(torch.as_tensor(tensor).to(params[name].dtype))
 
 
+    def named_weights(self) -> list[tuple[str, Any]]:
+        """The model's parameters by name, as CPU copies (the names ``load_weights`` takes)."""
+        return [(n, p.detach().to("cpu", copy=True)) for n, p in self.model.named_parameters()]
+
+
 class _AnswerOnly:
     """Logits processor: position 0 allows only ``letters``, later positions only ``stops``."""
 
