@@ -78,10 +78,10 @@ def _assert_workers_hold(pool, weights, before) -> None:
     """Every rollout worker's parameters equal ``weights`` by name (and no longer ``before``),
     and its greedy output equals a fresh transformers model loaded with ``weights``."""
     import dataclasses
-
-    import ray
     from platform.clinical import models
     from platform.clinical.hf_backend import HFBackend
+
+    import ray
 
     want, old = dict(weights), dict(before)
     changed = [n for n in want if not torch.equal(want[n], old[n])]
