@@ -80,3 +80,13 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, **kwargs: 
         runtime_env=kwargs.pop("runtime_env", None) or worker_runtime_env(),
         **kwargs,
     )
+
+
+def ray_run_info() -> dict[str, str]:
+    """Which Ray cluster this driver is attached to, for a run's tags (``equirl.ray_*``):
+    the GCS address and the driver's node id. Under ``ray job submit`` they name the head the
+    job was submitted to; a driver that started its own local Ray shows a different address."""
+    import ray
+
+    ctx = ray.get_runtime_context()
+    return {"ray_gcs_address": str(ctx.gcs_address), "ray_node_id": str(ctx.get_node_id())}

@@ -534,10 +534,13 @@ def max_concurrent(spec: SweepSpec, requested: int | None) -> int:
 
 
 def _parent_run(client, exp_id: str, spec: SweepSpec) -> str:
+    from platform.cluster import ray_run_info
+
     from mlflow.entities import Param
 
     run = client.create_run(exp_id, run_name=f"sweep-{spec.name}", tags={
-        **tracking.run_tags(TRACK, spec.algorithm), TAG_ROLE: "parent", TAG_SWEEP: spec.name})
+        **tracking.run_tags(TRACK, spec.algorithm, **ray_run_info()), TAG_ROLE: "parent",
+        TAG_SWEEP: spec.name})
     cfg = trial_config(spec, {"scenario": spec.scenarios[0], **spec.arms()[0],
                               "seed": spec.seeds[0]})
     params = {k: v for k, v in config_lib.tracked_params(cfg).items()

@@ -130,7 +130,7 @@ def main(algorithm: str, argv: list[str]) -> int:
     cfg, args = parse_args(algorithm, argv)
     from platform import tracking
     from platform.allocation import loop
-    from platform.cluster import checkpoint_root, init_ray
+    from platform.cluster import checkpoint_root, init_ray, ray_run_info
 
     import mlflow
 
@@ -144,7 +144,7 @@ def main(algorithm: str, argv: list[str]) -> int:
     root = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else checkpoint_root(
         TRACK, experiment, cfg.name)
     with tracking.tracked_run(run_name=cfg.name, run_id=resume[0] if resume else None,
-                              tags=tracking.run_tags(TRACK, cfg.algorithm)) as run:
+                              tags=tracking.run_tags(TRACK, cfg.algorithm, **ray_run_info())) as run:
         if not resume:
             mlflow.log_params(config_lib.tracked_params(cfg))
         sink = MlflowSink(cfg, root, run.info.run_id, resume[1] if resume else None)

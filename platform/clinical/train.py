@@ -48,7 +48,7 @@ def build_config(algorithm: str, args: Any) -> ClinicalConfig:
 
 def main(algorithm: str, argv: list[str]) -> int:
     from platform import tracking
-    from platform.cluster import checkpoint_root, init_ray
+    from platform.cluster import checkpoint_root, init_ray, ray_run_info
 
     args = _parser(algorithm).parse_args(argv)
     cfg = build_config(algorithm, args)
@@ -83,7 +83,7 @@ def main(algorithm: str, argv: list[str]) -> int:
             pipe.load_state_dict(state)
             pipe.sync(state["step"])
             start_step, run_id = int(state["step"]), state["run_id"]
-        tags = {**tracking.run_tags("clinical", algorithm),
+        tags = {**tracking.run_tags("clinical", algorithm, **ray_run_info()),
                 tracking.TAG_CHECKPOINT: str(ckpt_root)}  # step folders + the `latest` marker
         with tracking.tracked_run(run_name=run_name, run_id=run_id, tags=tags) as run:
             if run_id is None:

@@ -12,6 +12,7 @@ instances may be running on this machine).
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import socket
@@ -91,7 +92,7 @@ def _submit_and_wait(ray_bin: str, address: str, runtime_env: dict, cwd, env, mo
 
     submit = subprocess.run(
         [ray_bin, "job", "submit", "--address", address, "--working-dir", ".", "--no-wait",
-         "--runtime-env-json", json.dumps(runtime_env), "--", sys.executable, "-m", *module_args],
+         "--runtime-env-json", json.dumps(runtime_env), "--", "python", "-m", *module_args],
         cwd=cwd, env=env, capture_output=True, text=True, timeout=180)
     assert submit.returncode == 0, submit.stdout + submit.stderr
     job_id = re.search(r"(raysubmit_\w+)", submit.stdout + submit.stderr).group(1)
@@ -111,11 +112,14 @@ def test_ray_job_submit_trains_and_logs_to_mlflow(repo_root, run_env, tmp_path):
     import mlflow
 
     gcs, dash, client_port, nm, om, agent, agent_grpc, rt_agent, metrics = _free_ports(9)
-    ray_bin = str(Path(sys.executable).parent / "ray")
+    ray_bin = "ray"  # as a user types it, with the venv activated (PATH below)
     home = tmp_path / "home"
     home.mkdir()
+    venv_bin = str(Path(sys.executable).parent)
     env = run_env(RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="disabled", HOME=str(home))
     env.pop("RAY_ADDRESS", None)
+    env.update(VIRTUAL_ENV=str(Path(venv_bin).parent),  # what `source .venv/bin/activate` does
+               PATH=os.pathsep.join([venv_bin, env.get("PATH", os.defpath)]))
     log = (tmp_path / "head.log").open("w")
     head = subprocess.Popen(
         [ray_bin, "start", "--head", "--block", "--num-cpus", "2", "--node-ip-address", "127.0.0.1",
@@ -165,12 +169,18 @@ def test_ray_job_submit_trains_and_logs_to_mlflow(repo_root, run_env, tmp_path):
     assert any(k.startswith("group/") and k.endswith("/return_per_capita") for k in run.data.metrics)
     assert any(k.startswith("robust/weight/") for k in run.data.metrics)
     assert Path(run.data.tags["equirl.checkpoint"]).is_dir()
+    # the job's driver attached to the head started above (a driver that fell back to a
+    # private local Ray would record that instance's own GCS address)
+    # (the host part is the machine's address as Ray resolves it; the port is the head's)
+    assert run.data.tags["equirl.ray_gcs_address"].rsplit(":", 1)[1] == str(gcs)
 
     runs = mlf.search_runs([mlf.get_experiment_by_name("job-sweep").experiment_id])
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     assert len(parents) == 1 and len(children) == 2
     assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
+    assert parents[0].data.tags["equirl.ray_gcs_address"] == run.data.tags["equirl.ray_gcs_address"]
+    assert parents[0].data.tags["equirl.ray_node_id"] == run.data.tags["equirl.ray_node_id"]
     assert sorted(float(r.data.params["robust_lambda"]) for r in children) == [0.0, 0.3]
     assert all(r.info.status == "FINISHED" for r in runs)
     assert all("eval/return" in r.data.metrics for r in children)
