@@ -142,7 +142,6 @@ class HFBackend:
                     raise KeyError(f"load_weights: unknown parameter {name!r}")
                 params[name].copy_(torch.as_tensor(tensor).to(params[name].dtype))
 
-
     def named_weights(self) -> list[tuple[str, Any]]:
         """The model's parameters by name, as CPU copies (the names ``load_weights`` takes)."""
         return [(n, p.detach().to("cpu", copy=True)) for n, p in self.model.named_parameters()]
