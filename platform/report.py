@@ -21,6 +21,9 @@ Convergence (:func:`convergence_table`; ``--check-convergence`` prints it and ex
 arm has not settled): per scenario × trained arm, the drift of the evaluation return
 (``eval_curve/return``, logged with ``eval_every``; else the training ``return_mean``) over
 the last 20% of iterations, against the seed-to-seed spread.
+
+The figures are drawn by :mod:`platform.report_plots`, ``report.md`` by
+:mod:`platform.report_markdown`; this module loads the runs and builds the tables.
 """
 
 from __future__ import annotations
@@ -33,6 +36,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from platform import stats
 from platform.cli import parser, run_main
+from platform.report_markdown import convergence_section, write_markdown
+from platform.report_plots import (
+    plot_pareto,
+    plot_return_curves,
+    plot_training_curves,
+    plot_waits,
+)
 from typing import Literal
 
 import numpy as np
@@ -343,16 +353,7 @@ def _verdict(significant: bool, better: bool, p_holm: float) -> str:
     return "significantly better" if better else "significantly worse"
 
 
-# --- plots ---------------------------------------------------------------------------------
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
+# --- Pareto points (plotted by platform.report_plots) ------------------------------------
 def _pareto_mask(x: np.ndarray, y: np.ndarray, y_higher: bool) -> np.ndarray:
     """Points not dominated in (x higher, y higher/lower) -- shapes (k,) -> bool (k,)."""
     yy = y if y_higher else -y
@@ -361,9 +362,6 @@ def _pareto_mask(x: np.ndarray, y: np.ndarray, y_higher: bool) -> np.ndarray:
         dominated = (x >= x[i]) & (yy >= yy[i]) & ((x > x[i]) | (yy > yy[i]))
         keep[i] = not dominated.any()
     return keep
-
-
-MODE_MARKERS = {"worst_group": "o", "ggf": "^", "gap": "v"}
 
 
 def pareto_points(summary: pd.DataFrame) -> pd.DataFrame:
@@ -387,54 +385,6 @@ def pareto_points(summary: pd.DataFrame) -> pd.DataFrame:
                       "fairness_ci_high": f.loc[arm, "ci_high"], "on_front": bool(on)}
                      for arm, xi, yi, on in zip(arms, x, y, front)]
     return pd.DataFrame(rows)
-
-
-def _err(low: pd.Series, mid: pd.Series, high: pd.Series) -> np.ndarray:
-    """Asymmetric CI error bars, shape (2, k); a NaN CI (n < 2) draws none."""
-    return np.nan_to_num(np.vstack([(mid - low).to_numpy(), (high - mid).to_numpy()])).clip(min=0)
-
-
-def plot_pareto(points: pd.DataFrame, path: Path) -> Path:
-    """Fairness (each fairness metric) vs efficiency (return) per scenario, from
-    :func:`pareto_points`: one point per arm (trained: grey, marker by mode; rules: black
-    squares) with CI bars, the non-dominated points (rules included) joined as the front."""
-    plt = _plt()
-    fair = [s for s in REQUIRED if s.role == "fairness"]
-    scenarios = sorted(points["scenario"].unique()) or ["(none)"]
-    fig, axes = plt.subplots(len(scenarios), len(fair), squeeze=False,
-                             figsize=(3.8 * len(fair), 3.2 * len(scenarios)))
-    for i, sc in enumerate(scenarios):
-        for j, spec in enumerate(fair):
-            ax = axes[i][j]
-            panel = points[(points.scenario == sc) & (points.key == spec.key)]
-            marker = np.where(panel["kind"] == RULE, "s",
-                              [MODE_MARKERS.get(m, "D") for m in panel["mode"]])
-            for m in sorted(set(marker)):  # one errorbar call per marker (drawing is slow)
-                pts = panel[marker == m]
-                rule = m == "s"
-                ax.errorbar(pts["return_mean"], pts["fairness"],
-                            xerr=_err(pts["return_ci_low"], pts["return_mean"], pts["return_ci_high"]),
-                            yerr=_err(pts["fairness_ci_low"], pts["fairness"], pts["fairness_ci_high"]),
-                            fmt=m, color="black" if rule else "0.55", ecolor="0.8",
-                            zorder=3 if rule else 1, markersize=5)
-            for r in _rows(panel):
-                ax.annotate(r.arm.removeprefix("rule:"), (r.return_mean, r.fairness),
-                            fontsize=6, xytext=(3, 3), textcoords="offset points",
-                            weight="bold" if r.kind == RULE else "normal")
-            front = panel[panel["on_front"]].sort_values("return_mean")
-            ax.plot(front["return_mean"], front["fairness"], "-", color="C3", zorder=2,
-                    label="Pareto front")
-            ax.set_title(f"{sc}: {spec.label} ({spec.direction} is fairer)", fontsize=8)
-            ax.set_xlabel("evaluation return (efficiency)", fontsize=8)
-            ax.set_ylabel(spec.label, fontsize=8)
-            ax.tick_params(labelsize=7)
-    axes[0][0].plot([], [], "s", color="black", label="rule")
-    axes[0][0].plot([], [], "o", color="0.55", label="trained arm")
-    axes[0][0].legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
 
 
 def training_curves(client, trials: pd.DataFrame) -> pd.DataFrame:
@@ -476,41 +426,6 @@ def history(client, run_id: str, key: str) -> list[tuple[int, float]]:
     return [(step, v) for step, (_, v) in sorted(last.items())]
 
 
-def plot_training_curves(curves: pd.DataFrame, path: Path, arms: list[str] | None = None) -> Path:
-    """Rows: scenarios; columns: groups; one line per trained arm (mean over seeds, ± std);
-    ``arms``: their order (default sorted)."""
-    plt = _plt()
-    scenarios = sorted(curves["scenario"].unique()) or ["(none)"]
-    groups = sorted(curves["group"].unique()) or ["(none)"]
-    fig, axes = plt.subplots(len(scenarios), len(groups), squeeze=False,
-                             figsize=(3.4 * len(groups), 2.8 * len(scenarios)))
-    lams = [a for a in (arms or sorted(curves["arm"].unique())) if a in set(curves["arm"])]
-    cmap = plt.get_cmap("viridis")
-    for i, sc in enumerate(scenarios):
-        for j, grp in enumerate(groups):
-            ax = axes[i][j]
-            sub = curves[(curves.scenario == sc) & (curves.group == grp)]
-            for k, arm in enumerate(lams):
-                agg = sub[sub["arm"] == arm].groupby("iteration")["value"].agg(["mean", "std"])
-                if agg.empty:
-                    continue
-                color = cmap(k / max(1, len(lams) - 1))
-                ax.plot(agg.index, agg["mean"], color=color, label=arm, marker=".")
-                ax.fill_between(agg.index, agg["mean"] - agg["std"].fillna(0),
-                                agg["mean"] + agg["std"].fillna(0), color=color, alpha=0.15)
-            ax.set_title(f"{sc}: group {grp}", fontsize=8)
-            ax.set_xlabel("training iteration", fontsize=8)
-            metric = ", ".join(sorted(sub["metric"].unique())) or "return"
-            ax.set_ylabel(f"group {metric}", fontsize=8)
-            ax.tick_params(labelsize=7)
-    if lams:
-        axes[0][-1].legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
-
-
 def episode_waits(client, trials: pd.DataFrame) -> pd.DataFrame:
     """Per-episode mean wait by group from each trial's Parquet artifact (long table).
 
@@ -542,209 +457,6 @@ def episode_waits(client, trials: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["scenario", "arm", "lambda", "group", "wait", "source"])
 
 
-def plot_waits(waits: pd.DataFrame, path: Path, arms: list[str] | None = None) -> Path:
-    """Box plots of per-episode mean wait, one panel per scenario, boxes grouped by group ×
-    arm (``arms``: their order; default sorted)."""
-    plt = _plt()
-    scenarios = sorted(waits["scenario"].unique()) or ["(none)"]
-    lams = [a for a in (arms or sorted(waits["arm"].unique())) if a in set(waits["arm"])]
-    fig, axes = plt.subplots(len(scenarios), 1, squeeze=False,
-                             figsize=(max(6, 1.1 * len(lams) * max(1, waits["group"].nunique())),
-                                      2.8 * len(scenarios)))
-    cmap = plt.get_cmap("viridis")
-    for i, sc in enumerate(scenarios):
-        ax = axes[i][0]
-        sub = waits[waits.scenario == sc]
-        groups = sorted(sub["group"].unique())
-        width = 0.8 / max(1, len(lams))
-        for k, lam in enumerate(lams):
-            data = [sub[(sub.group == g) & (sub["arm"] == lam)]["wait"].to_numpy() for g in groups]
-            pos = [gi + (k - (len(lams) - 1) / 2) * width for gi in range(len(groups))]
-            bp = ax.boxplot([d if len(d) else [np.nan] for d in data], positions=pos,
-                            widths=width * 0.9, patch_artist=True, showfliers=False)
-            for patch in bp["boxes"]:
-                patch.set_facecolor(cmap(k / max(1, len(lams) - 1)))
-            ax.plot([], [], "s", color=cmap(k / max(1, len(lams) - 1)), label=lam)
-        ax.set_xticks(range(len(groups)), groups, fontsize=8)
-        ax.set_title(f"{sc}: mean wait per evaluation episode, by group", fontsize=9)
-        ax.set_ylabel("mean wait", fontsize=8)
-        ax.legend(fontsize=6, ncol=min(6, len(lams)))
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
-
-
-# --- markdown ------------------------------------------------------------------------------
-def _fmt(v: float, nd: int = 3) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "n/a"
-    if isinstance(v, float) and math.isinf(v):
-        return "inf" if v > 0 else "-inf"
-    return f"{v:.{nd}g}" if abs(v) >= 1e4 or (0 < abs(v) < 1e-3) else f"{v:.{nd}f}"
-
-
-def _p(v: float) -> str:
-    return "n/a" if not math.isfinite(v) else ("<0.001" if v < 1e-3 else f"{v:.3f}")
-
-
-def claim_section(comp: pd.DataFrame, claim_lambda: float, baseline: float) -> list[str]:
-    """Plain-language check of '~25% fairness improvement at ~98% efficiency' at
-    ``claim_lambda``, for each robust_mode swept at that λ."""
-    lines = [f"## Claim check: λ={claim_lambda:g} vs λ={baseline:g}", ""]
-    required = {s.key for s in REQUIRED}
-    sub = comp[(comp["kind"] == "lambda") & np.isclose(comp["lambda"], claim_lambda)
-               & comp["key"].isin(required)] if not comp.empty else comp
-    if sub.empty:
-        return lines + [f"λ={claim_lambda:g} was not part of this sweep; no claim check.", ""]
-    lines += ["The hospital technical report claims about **+25% fairness** at about **98% "
-              "efficiency retention** for λ=0.3. Measured here (95% bootstrap CIs over seeds; "
-              "Holm-corrected Welch p-values):", ""]
-    arms = list(dict.fromkeys(sub["arm"]))
-    for arm in arms:
-        part = sub[sub["arm"] == arm]
-        if len(arms) > 1:
-            lines += [f"### {arm}", ""]
-        lines += ["| scenario | metric | change | 95% CI | Holm p | verdict |",
-                  "|---|---|---|---|---|---|"]
-        for r in _rows(part):
-            name = "efficiency retention" if r.change == "retention" else f"{r.metric} improvement"
-            lines.append(f"| {r.scenario} | {name} | {_fmt(r.change_pct, 1)}% | "
-                         f"[{_fmt(r.change_ci_low, 1)}, {_fmt(r.change_ci_high, 1)}]% | "
-                         f"{_p(r.p_holm)} | {r.verdict} |")
-        lines.append("")
-        fair = part[part["change"] == "improvement"]
-        eff = part[part["change"] == "retention"]
-        n_sig = int((fair["verdict"] == "significantly better").sum())
-        reaching = int(((fair["change_pct"] >= 25) & fair["significant_holm"]).sum())
-        kept = int((eff["change_ci_low"] >= 98).sum())
-        lines += [
-            f"- Fairness: {n_sig} of {len(fair)} scenario × metric comparisons are significantly "
-            f"better after Holm correction; {reaching} show a significant improvement of at "
-            f"least 25%. The other {len(fair) - n_sig} are **not significant** (or worse): the "
-            "data do not support an improvement there.",
-            f"- Efficiency: in {kept} of {len(eff)} scenarios the lower CI bound of return "
-            "retention is at least 98%.",
-            f"- Verdict ({arm}): the claim is "
-            + ("**reproduced**" if reaching == len(fair) and kept == len(eff) and len(fair) else
-               "**not reproduced** as stated" + (" (only partially supported)" if n_sig else ""))
-            + " by this sweep.", ""]
-    return lines
-
-
-def rules_section(comp: pd.DataFrame, baseline: float) -> list[str]:
-    """Trained PPO at the baseline λ against the best rule, per scenario and metric."""
-    sub = comp[comp["kind"] == "rule"] if not comp.empty else comp
-    if sub.empty:
-        return []
-    lines = [f"## Trained PPO (λ={baseline:g}) against the rules", "",
-             "Per scenario and metric, the rule with the best mean (the best rule differs by "
-             "metric) against trained PPO at the baseline λ, on the same evaluation seeds. A "
-             "deterministic rule gives the same value at every seed, so the test is in effect "
-             "a one-sample t-test of PPO's seeds against the rule's value. Holm correction "
-             "within each metric across scenarios × rules.", "",
-             "| scenario | metric | PPO mean | best rule | rule mean | d | Holm p | PPO vs best rule |",
-             "|---|---|---|---|---|---|---|---|"]
-    beats: dict[str, list[int]] = {}
-    for (scenario, key), g in sub.groupby(["scenario", "key"], sort=True):
-        higher = g["direction"].iloc[0] == "higher"
-        best = g.loc[g["baseline_mean"].idxmax() if higher else g["baseline_mean"].idxmin()]
-        lines.append(f"| {scenario} | {best.metric} | {_fmt(best['mean'])} | "
-                     f"{best.reference.removeprefix('rule:')} | {_fmt(best.baseline_mean)} | "
-                     f"{_fmt(best.cohens_d, 2)} | {_p(best.p_holm)} | {best.verdict} |")
-        tally = beats.setdefault(best.metric, [0, 0, 0])
-        tally[0] += best.verdict == "significantly better"
-        tally[1] += best.verdict == "significantly worse"
-        tally[2] += 1
-    lines.append("")
-    for metric, (better, worse, n) in beats.items():
-        lines.append(f"- {metric}: trained PPO is significantly better than the best rule in "
-                     f"{better} of {n} scenarios, significantly worse in {worse}, and **not "
-                     f"significantly different** in {n - better - worse}.")
-    return lines + [""]
-
-
-def convergence_section(conv: pd.DataFrame) -> list[str]:
-    if conv.empty:
-        return []
-    lines = ["## Convergence", "",
-             f"Per scenario × trained arm: the drift of the return curve over the last "
-             f"{TAIL:.0%} of iterations (least-squares slope × the window's length, per seed, "
-             "then the mean over seeds) against the seed noise (the sd over seeds of the mean "
-             "return in that window). **Flat** when |drift| <= seed noise. The curve is the "
-             "greedy evaluation return (`eval_curve/return`, logged every `eval_every` "
-             "iterations) where logged, else the training `return_mean`.", "",
-             "| scenario | arm | curve | seeds | iterations (window) | drift | seed noise | flat |",
-             "|---|---|---|---|---|---|---|---|"]
-    for r in _rows(conv):
-        flat = "n/a" if r.flat is None or (isinstance(r.flat, float) and math.isnan(r.flat)) \
-            else ("yes" if r.flat else "**no**")
-        lines.append(f"| {r.scenario} | {r.arm} | {r.metric} | {r.seeds} | {r.last_iteration} "
-                     f"({r.window_from}-{r.last_iteration}) | {_fmt(r.drift)} | "
-                     f"{_fmt(r.seed_noise)} | {flat} |")
-    n_flat = int((conv["flat"] == True).sum())  # noqa: E712  (column holds True/False/None)
-    return lines + ["", f"{n_flat} of {len(conv)} arms are flat within seed noise.", ""]
-
-
-def write_markdown(out: Path, meta: dict, summary: pd.DataFrame, comp: pd.DataFrame,
-                   baseline: float, claim_lambda: float, plots: dict[str, str],
-                   conv: pd.DataFrame | None = None) -> Path:
-    lines = [f"# Group-robust PPO sweep report: {meta['experiment']}", ""]
-    if meta.get("partial"):
-        lines += [f"> **PARTIAL REPORT**: {meta['partial']}", ""]
-    lines += [f"- sweep parent run: `{meta['parent_run_id']}` ({meta.get('sweep_name', '')})",
-              f"- trials: {meta['n_finished']} finished, {meta['n_other']} not finished "
-              "(excluded)", f"- scenarios: {', '.join(meta['scenarios'])}",
-              f"- λ values: {', '.join(f'{x:g}' for x in meta['lambdas'])}; baseline λ={baseline:g}",
-              f"- arms: {', '.join(meta.get('arms', []))}",
-              f"- seeds per cell: {meta['seeds_per_cell']}",
-              *(f"- {k}: {v}" for k, v in meta.get("sweep_params", {}).items()), ""]
-    lines += claim_section(comp, claim_lambda, baseline)
-    lines += rules_section(comp, baseline)
-    lines += convergence_section(conv if conv is not None else pd.DataFrame())
-    lines += ["## Per scenario × arm (mean ± std, 95% bootstrap CI over seeds)", "",
-              "| scenario | arm | metric | n | mean ± std | 95% CI |", "|---|---|---|---|---|---|"]
-    for r in _rows(summary):
-        lines.append(f"| {r.scenario} | {r.arm} | {r.metric} | {r.n} | "
-                     f"{_fmt(r.mean)} ± {_fmt(r.std)} | [{_fmt(r.ci_low)}, {_fmt(r.ci_high)}] |")
-    lines += ["", f"## Comparisons: each arm against λ={baseline:g}, λ={baseline:g} against each rule",
-              "",
-              "Welch's t-test (two-sided) of the arm against the reference; p-values corrected "
-              "with Bonferroni and Holm within each family (one metric and one kind of "
-              "comparison, across all scenarios × arms); Cohen's d = (arm − reference)/pooled "
-              "sd. Fairness metrics are scores in [0, 1] (1 = fair); fairness improvement % is "
-              "the relative reduction of the unfairness 1 − score against the reference "
-              "(positive = fairer); efficiency retention % is 100·(1 + Δreturn/|reference "
-              "return|); per-capita improvement % is 100·Δ/|reference|. "
-              f"Significance level {ALPHA} after Holm correction.", "",
-              "| scenario | arm | vs | metric | mean (vs) | d | p | p Bonf. | p Holm | change % [95% CI] | verdict |",
-              "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in _rows(comp):
-        lines.append(
-            f"| {r.scenario} | {r.arm} | {r.reference} | {r.metric} | {_fmt(r.mean)} "
-            f"({_fmt(r.baseline_mean)}) | {_fmt(r.cohens_d, 2)} | {_p(r.p)} | "
-            f"{_p(r.p_bonferroni)} | {_p(r.p_holm)} | {r.change} {_fmt(r.change_pct, 1)} "
-            f"[{_fmt(r.change_ci_low, 1)}, {_fmt(r.change_ci_high, 1)}] | {r.verdict} |")
-    if not comp.empty:
-        n_sig = int(comp["significant_holm"].sum())
-        lines += ["", f"{n_sig} of {len(comp)} comparisons are significant after Holm correction; "
-                  f"the remaining {len(comp) - n_sig} are **not significant** at {ALPHA}."]
-    lines += ["", "## Plots", ""]
-    lines += [f"### {title}\n\n![{title}]({name})\n" for title, name in plots.items()]
-    lines += ["## Files", "", "- `summary.csv`: the per scenario × arm table above (all "
-              "metrics, including utilisation and per-group waits).",
-              "- `comparisons.csv`: the tests above with t statistics, p-values and CIs.",
-              "- `convergence.csv`: the convergence table; `pareto.csv`, `return_curves.csv`, "
-              "`curves.csv`, `waits.csv`: data behind the Pareto, return-curve, training-curve "
-              "and wait plots.", "",
-              f"Regenerate: `python -m platform.report --experiment {meta['experiment']} "
-              f"--baseline-lambda {baseline:g} --out DIR`.", ""]
-    path = out / "report.md"
-    path.write_text("\n".join(lines))
-    return path
-
-
-# --- convergence ---------------------------------------------------------------------------
 def return_curves(client, trials: pd.DataFrame) -> pd.DataFrame:
     """Long table scenario, arm, lambda, seed, metric, iteration, value of each trained run's
     return curve: ``eval_curve/return`` where logged (``eval_every``), else ``return_mean``."""
@@ -806,43 +518,6 @@ def convergence_table(curves: pd.DataFrame, tail: float = TAIL) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=cols)
 
 
-def plot_return_curves(curves: pd.DataFrame, conv: pd.DataFrame, path: Path,
-                       arms: list[str] | None = None) -> Path:
-    """One panel per scenario: each trained arm's return curve (mean ± sd over seeds), the
-    convergence window shaded."""
-    plt = _plt()
-    scenarios = sorted(curves["scenario"].unique()) or ["(none)"]
-    order = [a for a in (arms or sorted(curves["arm"].unique())) if a in set(curves["arm"])]
-    fig, axes = plt.subplots(1, len(scenarios), squeeze=False, figsize=(4.2 * len(scenarios), 3.2))
-    cmap = plt.get_cmap("viridis")
-    for i, sc in enumerate(scenarios):
-        ax = axes[0][i]
-        sub = curves[curves.scenario == sc]
-        for k, arm in enumerate(order):
-            agg = sub[sub["arm"] == arm].groupby("iteration")["value"].agg(["mean", "std"])
-            if agg.empty:
-                continue
-            color = cmap(k / max(1, len(order) - 1))
-            ax.plot(agg.index, agg["mean"], color=color, label=arm, marker=".")
-            ax.fill_between(agg.index, agg["mean"] - agg["std"].fillna(0),
-                            agg["mean"] + agg["std"].fillna(0), color=color, alpha=0.15)
-        c = conv[conv.scenario == sc]
-        if len(c):
-            ax.axvspan(c["window_from"].min() - 0.5, c["last_iteration"].max() + 0.5,
-                       color="0.9", zorder=0, label=f"last {TAIL:.0%}")
-        metric = ", ".join(sorted(sub["metric"].unique())) or "return"
-        ax.set_title(f"{sc}: {metric}", fontsize=8)
-        ax.set_xlabel("training iteration", fontsize=8)
-        ax.set_ylabel("return", fontsize=8)
-        ax.tick_params(labelsize=7)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
-
-
 # --- entry point ---------------------------------------------------------------------------
 def build_report(client, experiment: str, out: Path, *, baseline: float = 0.0,
                  claim_lambda: float = 0.3, parent_run_id: str | None = None,
@@ -873,9 +548,10 @@ def build_report(client, experiment: str, out: Path, *, baseline: float = 0.0,
     points = pareto_points(summary)
     points.to_csv(out / "pareto.csv", index=False)
     plots = {"Fairness vs efficiency (Pareto front per scenario, rules as black squares)":
-             plot_pareto(points, out / "pareto.png").name,
+             plot_pareto(points, out / "pareto.png",
+                         [s for s in REQUIRED if s.role == "fairness"], RULE).name,
              "Return curves (convergence window shaded)":
-             plot_return_curves(ret_curves, conv, out / "return_curves.png", arms).name,
+             plot_return_curves(ret_curves, conv, out / "return_curves.png", arms, TAIL).name,
              "Training curves per group":
              plot_training_curves(curves, out / "training_curves.png", arms).name,
              "Wait-time distributions by group":
@@ -891,7 +567,8 @@ def build_report(client, experiment: str, out: Path, *, baseline: float = 0.0,
             "scenarios": sorted(trials["scenario"].unique()), "lambdas": lambdas, "arms": arms,
             "seeds_per_cell": f"{cells.min()}-{cells.max()}" if cells.min() != cells.max()
             else str(cells.min()), "sweep_params": sweep_params, "partial": partial}
-    write_markdown(out, meta, summary, comp, baseline, claim_lambda, plots, conv)
+    write_markdown(out, meta, summary, comp, baseline, claim_lambda, plots, conv,
+                   required_keys=[s.key for s in REQUIRED], alpha=ALPHA, tail=TAIL)
     (out / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
     if log_to_parent:
         client.log_artifacts(parent.info.run_id, str(out), artifact_path="report")
@@ -907,7 +584,7 @@ def check_convergence(client, experiment: str, parent_run_id: str | None = None)
     if conv.empty:
         raise UsageError(f"--check-convergence: no return curve (eval_curve/return or "
                          f"return_mean) in the trained runs of {experiment!r}")
-    print("\n".join(convergence_section(conv)))
+    print("\n".join(convergence_section(conv, TAIL)))
     return 0 if (conv["flat"] == True).all() else 1  # noqa: E712
 
 
