@@ -7,8 +7,12 @@ the registry entries (``fairness.metrics``), once each; this module only counts,
 averages over classes:
 
 * ``mode="binary"``: the rate of the positive class ``pos``;
-* ``mode="macro"``: the mean over the classes present in the group (in its y_true or
-  y_pred; sklearn's ``average="macro"``), leaving out classes whose denominator is 0.
+* ``mode="macro"``: the mean over the classes present in the group, leaving out classes whose
+  rate is undefined. "Present" is ``classes="observed"`` (in the group's y_true or y_pred;
+  sklearn's ``average="macro"``) or ``classes="support"`` (in the group's y_true only: the
+  FairGRPO authors' evaluation, which skips classes that never occur in the ground truth; a
+  prediction of a class outside that set, e.g. an unparseable answer, is then a false
+  negative of the true class and counts nowhere else).
 
 A group with no rows is undefined (NaN). A present group whose denominator is 0 gets
 ``zero_division``: NaN (left out; the clinical report's convention) or 0.0 (fairlearn's and
@@ -112,10 +116,16 @@ def average_classes(values: np.ndarray, present: np.ndarray, mode: str, pos: int
 
 def rates_from_confusion(cm: np.ndarray, rates: Mapping[str, ConfusionRate], mode: str = "macro",
                          pos: int | None = None, zero_division: float = NAN,
-                         per_class: bool = False) -> dict[str, np.ndarray]:
+                         per_class: bool = False, classes: str = "observed"
+                         ) -> dict[str, np.ndarray]:
     """Confusion matrices (..., G, K, K) -> {name: (..., G)} (or (..., G, K) per class with
-    ``per_class``) for every rate in ``rates``, plus ``n`` (..., G)."""
+    ``per_class``) for every rate in ``rates``, plus ``n`` (..., G). ``classes``: which
+    classes a macro average runs over (module docstring)."""
     tp, fp, fn, tn, present, n = one_vs_rest(cm)
+    if classes == "support":
+        present = (tp + fn) > 0
+    elif classes != "observed":
+        raise ValueError(f"classes: got {classes!r}; allowed: observed, support")
     absent = (n == 0)[..., None]
     out: dict[str, np.ndarray] = {}
     for name, rate in rates.items():
@@ -127,7 +137,8 @@ def rates_from_confusion(cm: np.ndarray, rates: Mapping[str, ConfusionRate], mod
 
 def group_rates(yt: np.ndarray, yp: np.ndarray, g: np.ndarray, n_groups: int, n_classes: int,
                 rates: Mapping[str, ConfusionRate], mode: str = "macro", pos: int | None = None,
-                zero_division: float = NAN, per_class: bool = False) -> dict[str, np.ndarray]:
+                zero_division: float = NAN, per_class: bool = False, classes: str = "observed"
+                ) -> dict[str, np.ndarray]:
     """Codes (..., n) -> {name: (..., G)} rates and ``n``, from one ``np.bincount``."""
     cm = confusion_counts(yt, yp, g, n_groups, n_classes)
-    return rates_from_confusion(cm, rates, mode, pos, zero_division, per_class)
+    return rates_from_confusion(cm, rates, mode, pos, zero_division, per_class, classes)

@@ -18,7 +18,12 @@ one-vs-rest values), ``predictive_parity_difference`` (FDR gap), ``f1_std``, ``f
 ``n``, ``groups``, ``classes``, ``average``, and with ``--ci`` a ``ci`` mapping key -> [low,
 high] (percentile bootstrap over rows). Groups with fewer than ``--min-group-size`` rows are
 reported as ``{"too_small": true, "n": k}`` and left out of every gap (fairlearn numbers are
-computed on the remaining rows; with no small group they are fairlearn's on the whole table).
+computed on the remaining rows; with no small group they are fairlearn's on the whole table);
+the default, 1, keeps every group (the FairGRPO authors' evaluation). Group metrics follow
+``fairness.clinical`` (the authors' definitions: classes without ground truth in a group are
+skipped, ES = mean group value / (1 + std)). With several ``--sensitive`` columns the groups are
+their intersection, and ``per_attribute`` holds the authors' view: the report keys computed for
+each column on its own, then averaged.
 
 Bad input (missing file or column, NaN labels/predictions, one group only) -> ``error: ...``
 on stderr and exit code 2. Only aggregates are printed: no row-level data.
@@ -60,8 +65,9 @@ def build_parser():
     p.add_argument("--ci", action="store_true", help="bootstrap 95%% confidence intervals")
     p.add_argument("--n-boot", type=int, default=200, help="bootstrap resamples (default 200)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
-    p.add_argument("--min-group-size", type=int, default=10,
-                   help="smaller groups are reported as too small (default 10)")
+    p.add_argument("--min-group-size", type=int, default=1,
+                   help="smaller groups are reported as too small and left out of the gaps "
+                        "(default 1: every group counts, as in the FairGRPO authors' evaluation)")
     p.add_argument("--labels", metavar="A,B,...", help="the class set (default: values seen)")
     p.add_argument("--pos-label", metavar="VALUE", help="positive class for binary metrics")
     p.add_argument("--average", choices=("auto", "macro", "binary"), default="auto",
@@ -131,7 +137,7 @@ def _clean(v: Any) -> Any:
 
 
 def evaluate(df, label: str, pred: str, sensitive: list[str], score: str | None = None,
-             ci: bool = False, n_boot: int = 200, seed: int = 0, min_group_size: int = 10,
+             ci: bool = False, n_boot: int = 200, seed: int = 0, min_group_size: int = 1,
              labels: list | None = None, pos_label: str | None = None,
              average: str = "auto") -> dict[str, Any]:
     """All numbers the CLI prints, as a JSON-able dict (see the module docstring)."""
@@ -204,6 +210,10 @@ def evaluate(df, label: str, pred: str, sensitive: list[str], score: str | None 
                 "groups": len(names), "classes": [_clean(c) for c in classes],
                 "average": mode, "sensitive": list(sensitive),
                 "min_group_size": int(min_group_size)})
+    if len(sensitive) > 1:  # the authors' view: each attribute on its own, then the mean
+        each = clinical_fairness_report(yt, yp, sens.reset_index(drop=True), labels=classes,
+                                        min_group_size=min_group_size, average=mode, pos_label=pos)
+        out["per_attribute"] = {key: each[f"fairness/{rkey}"] for key, rkey in _FROM_REPORT.items()}
     if ci:
         out["ci"] = _cis(report, attr, yt, yp, codes, big, classes, mode, pos, n_boot, seed)
     return _clean(out)

@@ -84,7 +84,7 @@ def test_fast_path_matches_metricframe_and_loop(K, G, seed):
     yt = rng.integers(0, K, n)
     yp = np.where(rng.random(n) < 0.5, yt, rng.integers(0, K, n))
     g = rng.integers(0, G, n)
-    fast = fast_group_metrics(yt, yp, g, G, K, "macro")
+    fast = fast_group_metrics(yt, yp, g, G, K, "macro", classes="observed")
     mf = metricframe_group_metrics(yt, yp, g, G, K, "macro")
     for k in fast:
         np.testing.assert_allclose(fast[k], mf[k], rtol=1e-12, atol=1e-12, equal_nan=True)
@@ -123,8 +123,13 @@ def test_binary_matches_sklearn_and_fairlearn_on_actg175(actg):
         f1s = mf.by_group["f1"].to_numpy()
         assert rep[f"fairness/{attr}/f1_std"] == pytest.approx(statistics.stdev(f1s), abs=1e-12)
         assert rep[f"fairness/{attr}/es_f1"] == pytest.approx(
-            f1_score(y, pred) / (1 + statistics.stdev(f1s)), abs=1e-12)
+            np.mean(f1s) / (1 + statistics.stdev(f1s)), abs=1e-12)
     for h in HEADLINE:  # one dataset: the overall value is the mean over attributes
+        if h.startswith("es_"):  # ... except es_*: mean / (1 + std) of the averaged values
+            m, sd = (("f1_mean", "f1_std") if h == "es_f1" else ("acc_mean", "acc_std"))
+            assert rep[f"fairness/{h}"] == pytest.approx(
+                rep[f"fairness/{m}"] / (1 + rep[f"fairness/{sd}"]), abs=1e-12)
+            continue
         assert rep[f"fairness/{h}"] == pytest.approx(
             (rep[f"fairness/race/{h}"] + rep[f"fairness/gender/{h}"]) / 2, abs=1e-12)
     assert rep["overall/f1"] == pytest.approx(f1_score(y, pred), abs=1e-12)
@@ -156,12 +161,13 @@ def test_too_small_groups_are_excluded_and_listed():
     yp = np.where(rng.random(n) < 0.7, yt, 1 - yt)
     attr = np.array(["a"] * 100 + ["b"] * 95 + ["tiny"] * 5)
     yp[-5:] = 1 - yt[-5:]  # the tiny group is always wrong
-    rep = clinical_fairness_report(yt, yp, pd.DataFrame({"site": attr}))
+    rep = clinical_fairness_report(yt, yp, pd.DataFrame({"site": attr}), min_group_size=10)
     assert rep["too_small"] == ["site=tiny (n=5)"]
     assert not any("site=tiny" in k for k in rep)
     ref = clinical_fairness_report(yt[:195], yp[:195], pd.DataFrame({"site": attr[:195]}))
     assert rep["fairness/site/f1_gap"] == pytest.approx(ref["fairness/site/f1_gap"])
-    rep1 = clinical_fairness_report(yt, yp, pd.DataFrame({"site": attr}), min_group_size=1)
+    rep1 = clinical_fairness_report(yt, yp, pd.DataFrame({"site": attr}))  # the authors: no minimum
+    assert rep1["too_small"] == []
     assert rep1["fairness/site/f1_gap"] > rep["fairness/site/f1_gap"]
 
 
@@ -180,7 +186,10 @@ def test_dataset_mean_then_overall_mean():
         for d, sub in subs.items():
             assert rep[f"fairness/dataset/{d}/{h}"] == pytest.approx(sub[f"fairness/{h}"])
             per_ds.append(sub[f"fairness/{h}"])
-        assert rep[f"fairness/{h}"] == pytest.approx(np.mean(per_ds))
+        if not h.startswith("es_"):
+            assert rep[f"fairness/{h}"] == pytest.approx(np.mean(per_ds))
+    assert rep["fairness/es_f1"] == pytest.approx(  # the authors' overall/f1_es
+        rep["fairness/f1_mean"] / (1 + rep["fairness/f1_std"]))
 
 
 def test_bootstrap_ci(actg):
@@ -193,6 +202,110 @@ def test_bootstrap_ci(actg):
     again = clinical_fairness_report(y, pred, df[["race", "gender"]], ci=True, n_boot=60, seed=3)
     assert again["fairness/eod/ci_low"] == rep["fairness/eod/ci_low"]
     assert not any(k.startswith("fairness/by_group") and "ci_" in k for k in rep)
+
+
+# -- the FairGRPO authors' evaluation, ported as loops (DDVD233/mirl @ 16860b9,
+# examples/reward_function/evaluation.py: compute_confusion_matrices, compute_dataset_metrics,
+# gender(), age(), compute_metrics_by_data_source) for single-label answers --------------------
+
+def _mirl_dataset_metrics(preds, gts):
+    """compute_dataset_metrics: per class (the union of answers and predictions; an answer of
+    "None" predicts nothing), skip classes without ground truth, 0/0 = 0, equal class weight."""
+    conditions = set(gts) | {p for p in preds if p != "None"}
+    acc = dict.fromkeys(("f1", "accuracy", "tpr", "fpr", "fdr"), 0.0)
+    active = 0
+    for c in conditions:
+        tp = sum(1 for p, t in zip(preds, gts) if t == c and p == c)
+        fn = sum(1 for p, t in zip(preds, gts) if t == c and p != c)
+        fp = sum(1 for p, t in zip(preds, gts) if t != c and p == c)
+        tn = len(gts) - tp - fn - fp
+        if tp + fn == 0:
+            continue
+        active += 1
+        div = lambda n, d: n / d if d else 0.0  # noqa: E731
+        prec, rec = div(tp, tp + fp), div(tp, tp + fn)
+        acc["f1"] += 2 * prec * rec / (prec + rec) if prec + rec > 0 else 0.0
+        acc["accuracy"] += div(tp + tn, tp + tn + fp + fn)
+        acc["tpr"] += rec
+        acc["fpr"] += div(fp, fp + tn)
+        acc["fdr"] += div(fp, tp + fp)
+    return {k: v / active for k, v in acc.items()} if active else acc
+
+
+def _mirl_attribute(preds, gts, groups):
+    """gender()/age(): each non-empty group, then gap = max - min, std = statistics.stdev,
+    value = mean over groups; None with fewer than two groups (the authors' code skips it)."""
+    per = {}
+    for g in sorted({g for g in groups if g is not None}):
+        idx = [i for i, x in enumerate(groups) if x == g]
+        per[g] = _mirl_dataset_metrics([preds[i] for i in idx], [gts[i] for i in idx])
+    if len(per) < 2:
+        return None
+    out = {}
+    for name, key in (("f1", "f1"), ("acc", "accuracy"), ("tpr", "tpr"), ("fpr", "fpr"), ("fdr", "fdr")):
+        v = [m[key] for m in per.values()]
+        out[f"{name}_diff"], out[f"{name}_std"], out[name] = max(v) - min(v), statistics.stdev(v), statistics.fmean(v)
+    return out
+
+
+def _mirl_report(preds, gts, attrs, datasets):
+    """compute_metrics_by_data_source: per dataset the mean over attributes, then over datasets;
+    f1_es = overall_f1 / (1 + overall_f1_std) after the averaging."""
+    per_ds = []
+    for d in sorted(set(datasets)):
+        idx = [i for i, x in enumerate(datasets) if x == d]
+        res = [r for r in (_mirl_attribute([preds[i] for i in idx], [gts[i] for i in idx],
+                                           [col[i] for i in idx]) for col in attrs.values()) if r]
+        if res:
+            per_ds.append({k: statistics.fmean(r[k] for r in res) for k in res[0]})
+    out = {k: statistics.fmean(r[k] for r in per_ds) for k in per_ds[0]}
+    out["f1_es"] = out["f1"] / (1 + out["f1_std"])
+    out["acc_es"] = out["acc"] / (1 + out["acc_std"])
+    return out
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 10_000), st.floats(0.0, 0.3))
+def test_matches_the_authors_evaluation(seed, invalid_rate):
+    """Same numbers as the authors' code on answers with unparseable ones, missing
+    demographics, classes absent from some groups, tiny groups and several datasets."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(30, 120))
+    opts = ["no finding", "pneumonia", "effusion"]
+    gts = [opts[i] for i in rng.choice(3, n, p=[0.6, 0.3, 0.1])]
+    preds = [t if rng.random() < 0.6 else opts[rng.integers(3)] for t in gts]
+    preds = ["None" if rng.random() < invalid_rate else p for p in preds]
+    sex = [None if rng.random() < 0.1 else rng.choice(["F", "M"]) for _ in range(n)]
+    band = [None if rng.random() < 0.1 else rng.choice(["<=25", "26-50", "51-75", ">75"],
+                                                         p=[0.05, 0.45, 0.4, 0.1]) for _ in range(n)]
+    ds = rng.choice(["cxr", "derm"], n).tolist()
+    ref = _mirl_report(preds, gts, {"sex": sex, "age_band": band}, ds)
+    yp = ["(invalid)" if p == "None" else p for p in preds]
+    rep = clinical_fairness_report(gts, yp, pd.DataFrame({"sex": sex, "age_band": band}),
+                                   labels=[*opts, "(invalid)"], dataset=ds, average="macro",
+                                   missing="skip")
+    for ours, theirs in (("pp_gap", "fdr_diff"), ("eod", "tpr_diff"), ("fpr_gap", "fpr_diff"),
+                         ("f1_gap", "f1_diff"), ("f1_std", "f1_std"), ("f1_mean", "f1"),
+                         ("es_f1", "f1_es"), ("acc_gap", "acc_diff"), ("acc_std", "acc_std"),
+                         ("acc_mean", "acc"), ("es_acc", "acc_es")):
+        assert rep[f"fairness/{ours}"] == pytest.approx(ref[theirs], abs=1e-12), ours
+
+
+def test_an_unparseable_answer_predicts_no_class():
+    """Invalid answers lower the true class's recall and count nowhere else: not an extra
+    class (which would add its own F1 of 0 to the average) and not a wrong class."""
+    gts = ["a", "b"] * 10
+    right = list(gts)
+    some_invalid = ["(invalid)" if i < 4 else p for i, p in enumerate(right)]
+    sens = pd.DataFrame({"s": ["x"] * 10 + ["y"] * 10})
+    rep = clinical_fairness_report(gts, some_invalid, sens, labels=["a", "b", "(invalid)"],
+                                   average="macro")
+    # group x: 4 of 10 unanswered (2 a, 2 b): per class TP 3, FN 2, FP 0 -> F1 6/8, FDR 0
+    assert rep["fairness/by_group/s=x/f1"] == pytest.approx(0.75)
+    assert rep["fairness/by_group/s=x/fdr"] == 0.0
+    assert rep["fairness/by_group/s=x/tpr"] == pytest.approx(0.6)
+    assert rep["fairness/by_group/s=y/f1"] == 1.0
+    assert rep["fairness/f1_gap"] == pytest.approx(0.25)
 
 
 def test_fairlearn_differences_binary_equal_fairlearn(actg):
