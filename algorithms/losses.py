@@ -22,6 +22,11 @@ PPO-clip (Schulman et al. 2017, arXiv 1707.06347) as GRPO uses it (Shao et al. 2
   ``tis_imp_ratio_cap``, TRL ``vllm_importance_sampling_mode="token_truncate"``):
   w_t = min(exp(old_logp_t - rollout_logp_t), cap) multiplies pg_t (not the KL term).
 
+- SFT (``policy_loss="sft"``, the supervised warm start of ``platform.train sft``):
+  l_t = -logp_t, the negative log-likelihood of the target tokens (advantages, ratios and
+  clipping unused; the learner scores them at temperature 1), aggregated like the others
+  (``token-mean``: the cross-entropy of TRL's ``SFTTrainer`` over completion tokens).
+
 Aggregation over the *global* batch (verl ``core_algos.agg_loss``), n_seq sequences with at
 least one token and n_tok tokens in all ranks' micro-batches together::
 
@@ -43,7 +48,7 @@ from dataclasses import dataclass
 from typing import Any
 
 LOSS_AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm")
-POLICY_LOSSES = ("ppo", "gspo")
+POLICY_LOSSES = ("ppo", "gspo", "sft")
 
 
 @dataclass(frozen=True)
@@ -51,7 +56,8 @@ class LossSpec:
     """Everything the learner's loss needs (plain values; travels to the learner actors)."""
 
     policy_loss: str = "ppo"
-    """"ppo": token-level ratio and clipping; "gspo": sequence-level (GSPO)."""
+    """"ppo": token-level ratio and clipping; "gspo": sequence-level (GSPO); "sft": the
+    negative log-likelihood of the completion tokens (supervised)."""
     agg: str = "token-mean"
     """one of LOSS_AGG_MODES"""
     clip_low: float = 0.2
@@ -95,6 +101,11 @@ def policy_token_loss(logp: Any, old_logp: Any, advantages: Any, mask: Any, spec
     """
     import torch
 
+    if spec.policy_loss == "sft":
+        nll = -logp * mask
+        with torch.no_grad():
+            stats = {"clipfrac": 0.0, "kl": 0.0, "ratio": mask.sum().item(), "tokens": mask.sum().item()}
+        return nll, stats
     adv = advantages[:, None]
     if spec.policy_loss == "gspo":
         seq = ((logp - old_logp) * mask).sum(-1) / mask.sum(-1).clamp(min=1)

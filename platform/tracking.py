@@ -31,6 +31,7 @@ DEFAULT_EXPERIMENT = "equirl"
 TAG_ALGORITHM = "equirl.algorithm"  # the platform.train / platform.sweep algorithm name
 TAG_TRACK = "equirl.track"          # "allocation", "clinical" or "tabular"
 TAG_CHECKPOINT = "equirl.checkpoint"  # the run's latest checkpoint directory
+TAG_MODEL_DIR = "equirl.model_dir"  # the run's exported final policy (a Hugging Face model dir)
 
 
 def run_tags(track: str, algorithm: str, **extra: str) -> dict[str, str]:

@@ -205,21 +205,56 @@ def repo_root() -> Path:
     return Path(__file__).resolve().parents[2]
 
 
+def sft_subset(df: pd.DataFrame, keep: float, hard_groups: Sequence[str] = DEFAULT_HARD_GROUPS,
+               seed: int = 0) -> pd.DataFrame:
+    """The dataset with only a ``keep`` share of the hard groups' *training* rows (by
+    ``true_group``): supervised warm-start data that under-represents them, as clinical
+    training data does. Validation and test rows are unchanged, so a model trained on it is
+    scored on the same held-out rows as the RL runs that start from it."""
+    if not 0.0 <= keep <= 1.0:
+        raise UsageError(f"keep: {keep!r} must be within [0, 1]")
+    rng = np.random.default_rng([seed, 4242])
+    drop = ((df["split"] == "train") & df["true_group"].isin(list(hard_groups))
+            & (rng.random(len(df)) >= keep)).to_numpy()
+    return df[~drop].reset_index(drop=True)
+
+
+def benchmark_datasets(sft_keep: float, **kw) -> tuple[Path, Path]:
+    """``(rl, sft)`` dataset folders of the clinical benchmark: ``make_synthetic(**kw)``, and
+    the same with :func:`sft_subset` (``sft_keep`` of the hard groups' training rows). Cached
+    like :func:`default_dataset_path`."""
+    from envs.clinical.dataset import load_dataset
+
+    rl = default_dataset_path(**kw)
+
+    def build(tmp: Path) -> None:
+        hard = kw.get("hard_groups", DEFAULT_HARD_GROUPS)
+        save_dataset(sft_subset(load_dataset(rl), sft_keep, hard, kw.get("seed", 0)),
+                     tmp / "data.parquet")
+
+    return rl, _cached({**kw, "sft_keep": sft_keep}, "sft", build)
+
+
 def default_dataset_path(**kw) -> Path:
     """The built-in default dataset folder, created once under ``<repo>/.cache/clinical-synth/``.
 
     Keyed by a hash of ``kw`` (empty = the defaults) so different settings never collide.
     Safe to call from several processes at once (build in a temp folder, then rename).
     """
-    key = hashlib.sha256(json.dumps(kw, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return _cached(kw, "default", lambda tmp: write_synthetic(tmp, **kw))
+
+
+def _cached(key_args: dict, prefix: str, build) -> Path:
+    """``<cache>/clinical-synth/<prefix>-<hash of key_args>``, built once by ``build(tmp)``."""
+    key = hashlib.sha256(json.dumps(key_args, sort_keys=True, default=str).encode()).hexdigest()[:12]
     root = Path(os.environ.get("EQUIRL_CACHE", repo_root() / ".cache")) / "clinical-synth"
-    final = root / f"default-{key}"
+    final = root / f"{prefix}-{key}"
     if (final / "data.parquet").is_file():
         return final
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=root))
     try:
-        write_synthetic(tmp, **kw)
+        build(tmp)
         try:
             tmp.rename(final)
         except OSError:  # another process won the race; its copy is identical

@@ -40,6 +40,9 @@ class ClinicalAlgorithm:
     oversampled per data source, ``algorithms.sampling.balanced_indices``)."""
     preset: dict[str, Any] = field(default_factory=dict)
     """Dotted field -> value (or ``f(cfg)``) for fields of :data:`PRESET_DEFAULTS` left empty."""
+    supervised: bool = False
+    """True for ``sft``: each step trains on the rows' reference answers (teacher forcing, no
+    rollout, reward or advantage; rollout workers only evaluate)."""
 
 
 def _dapo_overlong(cfg: ClinicalConfig) -> int:
@@ -73,6 +76,11 @@ ALGORITHMS: dict[str, ClinicalAlgorithm] = {
     "grpo-resample": ClinicalAlgorithm(
         "grpo", "GRPO with minority groups oversampled per data source", sampler="balanced"),
     "grpo-dro": ClinicalAlgorithm("group_dro", "GRPO with GroupDRO group weights (Sagawa's q_g / n_g)"),
+    "sft": ClinicalAlgorithm(
+        "grpo", "supervised warm start: fine-tune the policy on the training split's answers "
+        "(same learners, checkpoints, evaluation); the exported model dir is what "
+        "`platform.train <rl-algorithm> --model DIR` starts from",
+        preset={"learner.policy_loss": "sft"}, supervised=True),
 }
 
 PRESET_DEFAULTS: dict[str, Any] = {
@@ -356,8 +364,20 @@ class ClinicalConfig:
     seed: int = option(0, "seed for data order, sampling and model build")
     iterations: int = option(20, "training steps")
     eval_every: int = option(5, "held-out evaluation every N steps (and after the last); 0 = only at the end")
-    eval_min_group_size: int = option(5, "groups with fewer held-out samples are reported as too small")
+    eval_at_start: bool = option(
+        False, "also evaluate before the first step (logged at step 0: the starting policy, "
+        "e.g. the sft model an RL run starts from)")
+    eval_min_group_size: int = option(
+        1, "held-out groups smaller than this are reported as too small and left out of the "
+        "gaps (1 = every group counts, the FairGRPO authors' evaluation)")
+    eval_bootstrap: int = option(
+        200, "bootstrap resamples of the held-out rows for the CIs of the headline gaps "
+        "(fairness/<gap>_ci_low/_high) at each evaluation; 0 = none")
     checkpoint_every: int = option(5, "checkpoint every N steps (and after the last); 0 = only at the end")
+    export_dir: str = option(
+        "", "where the final policy is written as a Hugging Face model dir (safetensors, "
+        "processor, chat template; loads with from_pretrained and vLLM, and as --model of the "
+        "next run); empty = <checkpoint root>/model", track=False)
     checkpoint_dir: str = option(
         "", "checkpoint root; empty = <storage root>/checkpoints/clinical/<experiment>/<run_name> "
         "(storage root: EQUIRL_STORAGE or <repo>/ray_results)", track=False)
@@ -383,12 +403,21 @@ class ClinicalConfig:
         require(self.iterations >= 1, "iterations", f"{self.iterations} must be >= 1")
         require(self.eval_every >= 0, "eval_every", f"{self.eval_every} must be >= 0")
         require(self.checkpoint_every >= 0, "checkpoint_every", f"{self.checkpoint_every} must be >= 0")
-        n = self.data.prompts_per_step * self.rollout.group_size
+        require(self.eval_min_group_size >= 1, "eval_min_group_size",
+                f"{self.eval_min_group_size} must be >= 1")
+        require(self.eval_bootstrap == 0 or self.eval_bootstrap >= 10, "eval_bootstrap",
+                f"{self.eval_bootstrap} must be 0 (off) or >= 10")
+        sup = self.supervised
+        n = self.data.prompts_per_step * (1 if sup else self.rollout.group_size)
         require(n >= self.learner.num_learners, "data.prompts_per_step",
-                f"{self.data.prompts_per_step} x rollout.group_size {self.rollout.group_size} = {n} "
-                f"completions must be >= learner.num_learners ({self.learner.num_learners})")
+                f"{self.data.prompts_per_step}" + ("" if sup else f" x rollout.group_size "
+                f"{self.rollout.group_size} = {n} completions") +
+                f" must be >= learner.num_learners ({self.learner.num_learners})")
         for dotted in PRESET_DEFAULTS:
             _resolve(self, dotted, ALGORITHMS[self.algorithm].preset)
+        require((self.learner.policy_loss == "sft") == sup, "learner.policy_loss",
+                f"{self.learner.policy_loss!r} with algorithm {self.algorithm!r}: the sft loss is "
+                "the sft command's, and the sft command trains only with it")
         cap = self.rollout.max_new_tokens
         require(self.reward.overlong_buffer <= cap, "reward.overlong_buffer",
                 f"{self.reward.overlong_buffer} must be <= rollout.max_new_tokens ({cap})")
@@ -404,6 +433,11 @@ class ClinicalConfig:
     def estimator(self) -> str:
         """The advantage estimator: ``advantage.estimator``, else the algorithm's."""
         return self.advantage.estimator or ALGORITHMS[self.algorithm].estimator
+
+    @property
+    def supervised(self) -> bool:
+        """True for ``sft`` (teacher-forced answers instead of rollouts)."""
+        return ALGORITHMS[self.algorithm].supervised
 
     @property
     def sampler(self) -> str:

@@ -33,6 +33,7 @@ from base.errors import ConfigError, UsageError
 from base.registry import RegistryError
 
 STAGES = ("rollout", "reward", "filter", "advantage", "update", "sync", "evaluate", "checkpoint")
+SFT_STAGES = ("data", "update", "sync", "evaluate", "checkpoint")  # sft: teacher-forced answers
 ROUND_SEED = 1_000_003  # seed offset of each extra dynamic-sampling round
 INVALID = "(invalid)"  # evaluation label for an unparseable answer
 
@@ -238,6 +239,8 @@ class Pipeline:
         rng = np.random.default_rng(12345)  # same held-out prompts for every seed and algorithm
         self.eval_idx = sorted(rng.choice(len(self.eval_df), size=min(k, len(self.eval_df)), replace=False))
         self.pool = self.learners = self.placement = None
+        self._processor = self._stop = None  # sft: the driver tokenises the reference answers
+        self.answer_letters = ""  # the rollout backend's letter-only decoding (set in start())
 
     # -- Ray actors -------------------------------------------------------------------------
     def start(self) -> None:
@@ -255,12 +258,16 @@ class Pipeline:
         ensure_comm_extension()
         backend = spec(r.backend)
         n_options = max(len(o) for o in self.train_df["options"])
+        engine_kwargs = backend.engine_kwargs(self.cfg, self.model_path, n_options)
+        self.answer_letters = engine_kwargs.get("answer_letters", "")
         self.placement = placement.placement_for(self.cfg)  # None-options on CPU: plain resources
-        self.pool = RolloutPool(r.backend, backend.engine_kwargs(self.cfg, self.model_path, n_options),
+        self.pool = RolloutPool(r.backend, engine_kwargs,
                                 r.num_workers, r.num_cpus, r.num_gpus, r.max_restarts, r.timeout_s,
                                 tensor_parallel_size=backend.tensor_parallel(r),
                                 actor_options=self.placement.rollout_options).start(wait=False)
-        self.learners = LearnerGroup(self.model_path, lc, r.temperature, self.cfg.seed,
+        # sft scores its targets at temperature 1 (plain cross-entropy)
+        temperature = 1.0 if self.cfg.supervised else r.temperature
+        self.learners = LearnerGroup(self.model_path, lc, temperature, self.cfg.seed,
                                      self.cfg.model.dtype,
                                      actor_options=self.placement.learner_options)
         self.pool.wait_ready()
@@ -298,6 +305,34 @@ class Pipeline:
         rows, req = self.request(self.train_df, idx, self.cfg.rollout.group_size,
                                  self.cfg.rollout.temperature, seed=seed)
         return Step(number, idx, rows, [self.train_groups[i] for i in idx], self.pool.generate(req))
+
+    def teacher(self, number: int) -> Step:
+        """``sft``: the next ``data.prompts_per_step`` rows with their reference answers as the
+        completions (teacher forcing): the answer exactly as the rollout backend would emit it
+        (the option letter when it decodes letters only, else ``<answer>X</answer>``), then the
+        stop token."""
+        from platform.clinical.generation import GenerationResult, prompt_token_ids
+
+        from envs.clinical.prompts import answer_letter
+
+        if self._processor is None:
+            from platform.clinical import models
+
+            self._processor = models.load_processor(self.model_path)
+            self._stop = models.stop_token_ids(models.tokenizer_of(self._processor))[-1]
+        tok = getattr(self._processor, "tokenizer", self._processor)
+        idx = self.cursor.next(self.cfg.data.prompts_per_step)
+        rows, req = self.request(self.train_df, idx, 1, 0.0, seed=0)
+        texts, ids, prompts = [], [], []
+        for row, messages, image in zip(rows, req.prompts, req.images):
+            letter = answer_letter(row)
+            text = letter if self.answer_letters else f"<answer>{letter}</answer>"
+            texts.append([text])
+            ids.append([tok.encode(text, add_special_tokens=False) + [self._stop]])
+            prompts.append(prompt_token_ids(self._processor, messages, image))
+        n_tokens = sum(len(c[0]) for c in ids)
+        result = GenerationResult(texts, ids, [[[]] for _ in ids], prompts, n_tokens, 0.0)
+        return Step(number, idx, rows, [self.train_groups[i] for i in idx], result)
 
     def reward(self, step: Step) -> np.ndarray:
         """Rewards ``(N,)`` in prompt-major order; also sets ``step.scores`` (before shaping)
@@ -375,10 +410,12 @@ class Pipeline:
         batch = TrainBatch(
             prompt_ids=[step.result.prompt_token_ids[p] for p in prompt_index],
             completion_ids=[ids for per in step.result.token_ids for ids in per],
-            advantages=[float(a) for a in step.advantages.advantages],
+            advantages=([1.0] * len(prompt_index) if self.cfg.supervised else
+                        [float(a) for a in step.advantages.advantages]),
             images=[images[p] for p in prompt_index],
             groups=[names.index(g) for g in step.completion_groups],
-            rollout_logprobs=[lp for per in step.result.logprobs for lp in per])
+            rollout_logprobs=[] if self.cfg.supervised else
+            [lp for per in step.result.logprobs for lp in per])
         return self.learners.update(batch, self.cfg.loss_spec())
 
     def sync(self, number: int) -> dict[str, float]:
@@ -391,9 +428,15 @@ class Pipeline:
         return result.metrics()
 
     def evaluate(self, number: int) -> dict[str, float]:
-        """Greedy answers on the held-out prompts -> per-group clinical fairness metrics."""
+        """Greedy answers on the held-out prompts -> the clinical fairness metrics as the
+        FairGRPO authors define them (:mod:`fairness.clinical`): each attribute of
+        ``data.group_attributes`` on its own (rows missing it left out), per data source, then
+        averaged; an unparseable answer predicts no class. Also the intersectional view
+        (``fairness/intersectional/...``) and, with ``eval_bootstrap``, bootstrap CIs of the
+        headline gaps (``fairness/<gap>_ci_low`` / ``_ci_high``)."""
         import pandas as pd
 
+        from envs.clinical.dataset import UNKNOWN, group_keys
         from envs.clinical.rewards import parse_choice
         from fairness.clinical import clinical_fairness_report
 
@@ -406,36 +449,59 @@ class Pipeline:
             k = parse_choice(texts[0], opts)
             y_true.append(str(row["answer"]))
             y_pred.append(opts[k] if k is not None else INVALID)
-        groups = [self.eval_groups[i] for i in self.eval_idx]
-        known = [g != "unknown" for g in groups]
-        out = {"eval/accuracy": float(np.mean([t == p for t, p in zip(y_true, y_pred)])),
-               "eval/invalid_rate": float(np.mean([p == INVALID for p in y_pred]))}
-        if sum(known) >= 2:
-            attr = "&".join(self.cfg.data.group_attributes)
-            labels = sorted({str(o) for r in rows for o in r["options"]} | {INVALID})
-            yt, yp = np.array(y_true)[known], np.array(y_pred)[known]
-            sens = pd.DataFrame({attr: np.array(groups, dtype=object)[known]})
-            kw = dict(labels=labels, min_group_size=self.cfg.eval_min_group_size, average="macro")
-            # the paper's definition: per data source, then averaged over sources
-            out.update(clinical_fairness_report(
-                yt, yp, sens, dataset=np.array([str(r["data_source"]) for r in rows])[known], **kw).metrics())
-            # pooled over sources: defined even when per-source groups are too small
-            pooled = clinical_fairness_report(yt, yp, sens, **kw).metrics()
-            out.update({f"fairness/pooled/{k.split('/', 1)[1]}": v for k, v in pooled.items()
-                        if k.startswith("fairness/") and "/by_group/" not in k and f"/{attr}/" not in k})
+        hit = np.array([t == p for t, p in zip(y_true, y_pred)])
+        letters = [p for p in y_pred if p != INVALID]
+        top = max((letters.count(v) for v in set(letters)), default=0)
+        out = {"eval/accuracy": float(hit.mean()),
+               "eval/invalid_rate": float(np.mean([p == INVALID for p in y_pred])),
+               # collapse check: the share of the most frequent answer among valid ones
+               "eval/top_answer_share": top / max(len(letters), 1)}
+        inter = [self.eval_groups[i] for i in self.eval_idx]
+        for g in sorted(set(inter)):  # exact-match accuracy per intersectional group
+            out[f"eval/by_group/{g}/accuracy"] = float(hit[np.array(inter) == g].mean())
+        sub = self.eval_df.iloc[self.eval_idx]
+        attrs = self.cfg.data.group_attributes
+        sens = pd.DataFrame({a: [None if g == UNKNOWN else g for g in group_keys(sub, [a])]
+                             for a in attrs})
+        sens_inter = pd.DataFrame({"&".join(attrs): [None if g == UNKNOWN else g for g in inter]})
+        kw = dict(labels=sorted({str(o) for r in rows for o in r["options"]} | {INVALID}),
+                  dataset=np.array([str(r["data_source"]) for r in rows]), average="macro",
+                  min_group_size=self.cfg.eval_min_group_size, missing="skip")
+        n_boot = self.cfg.eval_bootstrap
+        report = clinical_fairness_report(y_true, y_pred, sens, ci=n_boot > 0,
+                                          n_boot=max(n_boot, 10), seed=self.cfg.seed + number, **kw)
+        for key, value in report.metrics().items():
+            if key.endswith(("/ci_low", "/ci_high")):
+                base, side = key.rsplit("/", 1)
+                if base.count("/") == 1 and base.startswith("fairness/"):  # the headline only
+                    out[f"{base}_{side}"] = value
+            else:
+                out[key] = value
+        if len(attrs) > 1:
+            inter_rep = clinical_fairness_report(y_true, y_pred, sens_inter, **kw).metrics()
+            name = "&".join(attrs)
+            for k, v in inter_rep.items():
+                if k.startswith("fairness/by_group/"):  # the groups training weighs
+                    out[k] = v
+                elif k.startswith("fairness/") and f"/{name}/" not in k:
+                    out[f"fairness/intersectional/{k.split('/', 1)[1]}"] = v
         return out
 
     def step_metrics(self, step: Step, times: dict[str, float]) -> dict[str, float]:
         """What one step logs: rewards (overall, per group), stage times, throughput, advantage
         diagnostics and the stages' own metrics."""
+        common = {**times, "throughput/steps_per_s": 1.0 / times["time/step"],
+                  "rollout/restarts": float(self.pool.restarts), "data/epoch": float(self.cursor.epoch),
+                  **step.metrics}
+        if self.cfg.supervised:  # tokens trained on per second of update
+            return {**common, "throughput/tokens_per_s": step.result.num_generated_tokens
+                    / max(times.get("time/update", 0.0), 1e-9)}
         rewards = step.rewards
         return {
             "reward/mean": float(rewards.mean()), "reward/std": float(rewards.std()),
-            **group_rewards(rewards, step.completion_groups), **times,
+            **group_rewards(rewards, step.completion_groups), **common,
             "throughput/tokens_per_s": step.result.num_generated_tokens / max(times["time/rollout"], 1e-9),
-            "throughput/steps_per_s": 1.0 / times["time/step"],
-            "rollout/restarts": float(self.pool.restarts), "data/epoch": float(self.cursor.epoch),
-            **{f"advantage/{k}": v for k, v in step.advantages.diagnostics.items()}, **step.metrics,
+            **{f"advantage/{k}": v for k, v in step.advantages.diagnostics.items()},
         }
 
     # -- state ------------------------------------------------------------------------------
@@ -471,23 +537,36 @@ def train(pipe: Pipeline, start_step: int, run_id: str, ckpt_root: str,
     from platform.clinical import checkpoint
 
     cfg, metrics = pipe.cfg, {}
+    t_start = time.perf_counter()
+    if start_step == 0 and cfg.eval_at_start and logged_through is None:
+        t0 = time.perf_counter()
+        pipe.sync(0)  # the workers hold the start weights already; this makes it certain
+        first = {**pipe.evaluate(0), "time/evaluate": time.perf_counter() - t0}
+        tracking.log_metrics(first, step=0)
+        print(progress_line(0, cfg.iterations, first, 0.0, 1), flush=True)
     for number in range(start_step + 1, cfg.iterations + 1):
         times: dict[str, float] = {}
         t0 = time.perf_counter()
-        with timed(times, "rollout"):
-            step = pipe.rollout(number)
-        with timed(times, "reward"):
-            step.rewards = pipe.reward(step)
-        if cfg.rollout.dynamic_sampling:
-            with timed(times, "filter"):  # (includes any extra rollout + reward rounds)
-                step = pipe.dynamic_sampling(step)
-        with timed(times, "advantage"):
-            step.advantages = pipe.advantage(step)
+        evaluate = _due(number, cfg.eval_every, cfg.iterations)
+        if cfg.supervised:
+            with timed(times, "data"):
+                step = pipe.teacher(number)
+        else:
+            with timed(times, "rollout"):
+                step = pipe.rollout(number)
+            with timed(times, "reward"):
+                step.rewards = pipe.reward(step)
+            if cfg.rollout.dynamic_sampling:
+                with timed(times, "filter"):  # (includes any extra rollout + reward rounds)
+                    step = pipe.dynamic_sampling(step)
+            with timed(times, "advantage"):
+                step.advantages = pipe.advantage(step)
         with timed(times, "update"):
             step.metrics.update(pipe.update(step))
-        with timed(times, "sync"):
-            step.metrics.update(pipe.sync(number))
-        if _due(number, cfg.eval_every, cfg.iterations):
+        if evaluate or not cfg.supervised:  # sft's rollout workers only evaluate
+            with timed(times, "sync"):
+                step.metrics.update(pipe.sync(number))
+        if evaluate:
             with timed(times, "evaluate"):
                 step.metrics.update(pipe.evaluate(number))
         if _due(number, cfg.checkpoint_every, cfg.iterations):
@@ -497,7 +576,35 @@ def train(pipe: Pipeline, start_step: int, run_id: str, ckpt_root: str,
         metrics = pipe.step_metrics(step, times)
         if logged_through is None or number > logged_through:
             tracking.log_metrics(metrics, step=number)
+        print(progress_line(number, cfg.iterations, metrics, time.perf_counter() - t_start,
+                            number - start_step), flush=True)
     return metrics
+
+
+def _clock(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{s:02d}"
+
+
+def progress_line(number: int, total: int, metrics: dict[str, float], elapsed: float,
+                  done: int) -> str:
+    """One line per step: ``step i/N``, the training signal (reward, or the sft loss),
+    held-out accuracy and ΔF1 when this step evaluated, tokens/s, elapsed and remaining time
+    (remaining = this process's mean step time x steps left)."""
+    parts = [f"step {number}/{total}"]
+    if "reward/mean" in metrics:
+        parts.append(f"reward {metrics['reward/mean']:.3f}")
+    elif "learner/loss" in metrics:
+        parts.append(f"loss {metrics['learner/loss']:.4f}")
+    if "eval/accuracy" in metrics:
+        parts.append(f"eval acc {metrics['eval/accuracy']:.3f}")
+        gap = metrics.get("fairness/f1_gap", float("nan"))
+        parts.append(f"ΔF1 {gap:.3f}" if np.isfinite(gap) else "ΔF1 n/a")
+    parts.append(f"{metrics.get('throughput/tokens_per_s', 0.0):.0f} tok/s")
+    left = elapsed / max(done, 1) * (total - number)
+    parts.append(f"elapsed {_clock(elapsed)} left {_clock(left)}")
+    return " | ".join(parts)
 
 
 def group_rewards(rewards: np.ndarray, groups: list[str]) -> dict[str, float]:

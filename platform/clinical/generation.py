@@ -152,6 +152,26 @@ class WorkerImpl:
         return os.getpid()
 
 
+def chat_text(processor: Any, messages: list[dict], with_image: bool, is_vlm: bool) -> str:
+    """The prompt string a model sees: the chat template with the generation prompt (image
+    items dropped for text-only prompts; content flattened to strings for text-only models)."""
+    msgs = messages if with_image else strip_images(messages)
+    if not is_vlm:
+        msgs = flatten_text(msgs)
+    return processor.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
+
+
+def prompt_token_ids(processor: Any, messages: list[dict], image: bytes | None) -> list[int]:
+    """Token ids of one prompt exactly as :class:`~.hf_backend.HFBackend` encodes it (image
+    placeholders expanded by the processor): what teacher-forced (SFT) samples start with."""
+    is_vlm = hasattr(processor, "image_processor")
+    img = decode_image(image) if is_vlm else None
+    kwargs: dict[str, Any] = {"text": [chat_text(processor, messages, img is not None, is_vlm)]}
+    if img is not None:
+        kwargs["images"] = [[img]]
+    return [int(t) for t in processor(**kwargs, add_special_tokens=False)["input_ids"][0]]
+
+
 def image_bytes(img) -> bytes:
     """PIL image -> PNG bytes (helper for callers holding decoded images)."""
     buf = io.BytesIO()

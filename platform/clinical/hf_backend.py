@@ -15,9 +15,8 @@ from platform.clinical.generation import (
     GenerationRequest,
     GenerationResult,
     WorkerImpl,
+    chat_text,
     decode_image,
-    flatten_text,
-    strip_images,
 )
 from typing import Any
 
@@ -48,15 +47,10 @@ class HFBackend:
         self.answer_ids = models.letter_token_ids(self.tokenizer, answer_letters) if answer_letters else []
 
     # -- encoding ---------------------------------------------------------------------------
-    def _chat_text(self, messages: list[dict], with_image: bool) -> str:
-        msgs = messages if with_image else strip_images(messages)
-        if not self.is_vlm:
-            msgs = flatten_text(msgs)
-        return self.processor.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
-
     def encode(self, messages: list[list[dict]], images: list[Any]) -> dict:
         """Tokenise one sub-batch (all with images or all without) with left padding."""
-        texts = [self._chat_text(m, img is not None) for m, img in zip(messages, images)]
+        texts = [chat_text(self.processor, m, img is not None, self.is_vlm)
+                 for m, img in zip(messages, images)]
         kwargs: dict[str, Any] = dict(text=texts, return_tensors="pt", padding=True)
         if self.is_vlm and images and images[0] is not None:
             kwargs["images"] = [[img] for img in images]
@@ -164,9 +158,12 @@ class _AnswerOnly:
 
 def engine_kwargs(cfg: Any, model_path: str, num_options: int) -> dict[str, Any]:
     """:class:`HFBackend` arguments from a ``ClinicalConfig``: model, dtype, device, and the
-    answer letters of ``rollout.answer_only`` (default: on for the built-in tiny model)."""
+    answer letters of ``rollout.answer_only`` (default: on for the built-in tiny model and
+    models trained from it)."""
+    from platform.clinical.models import is_builtin
+
     r = cfg.rollout
-    answer_only = (not cfg.model.path) if r.answer_only is None else r.answer_only
+    answer_only = is_builtin(model_path) if r.answer_only is None else r.answer_only
     return {"model_path": model_path, "dtype": cfg.model.dtype, "device": rollout_device(cfg),
             "answer_letters": LETTERS[:num_options] if answer_only else ""}
 

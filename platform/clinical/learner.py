@@ -377,6 +377,16 @@ class LearnerImpl(BroadcastLearnerMixin):
                 raise RuntimeError("send_weights on learner rank 0 before init_sender")
             return self._sender.send(self.named_weights())
 
+    def export(self, path: str) -> bool:
+        """Write the full policy as a Hugging Face model dir (safetensors + processor) into
+        ``path`` (rank 0; every rank joins the ZeRO-3 gather). True on the rank that wrote."""
+        with self._gathered():
+            if self.rank != 0:
+                return False
+            self.engine.module.save_pretrained(path, safe_serialization=True)
+            self.processor.save_pretrained(path)
+            return True
+
     def optimizer_state(self) -> list[Any]:
         """This rank's optimizer tensors (flattened, CPU) for bit-exact comparisons."""
         return _flatten_tensors(self.optimizer.state_dict())
@@ -508,6 +518,10 @@ class LearnerGroup:
 
     def optimizer_state(self) -> list[list[Any]]:
         return self._all(lambda a: a.optimizer_state.remote())
+
+    def export(self, path: str) -> None:
+        """The policy as a Hugging Face model dir at ``path`` (``LearnerImpl.export``)."""
+        self._all(lambda a: a.export.remote(path))
 
     def save(self, path: str, tag: str) -> None:
         self._all(lambda a: a.save.remote(path, tag))

@@ -33,6 +33,7 @@ BUILD_VERSION = 1  # bump when the build recipe changes (invalidates the cache k
 SPECIAL_TOKENS = ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>",
                   "<start_of_image>", "<end_of_image>", "<image_soft_token>"]
 END_OF_TURN = "<end_of_turn>"
+SPEC_FILE = "equirl_spec.json"  # marks a built-in tiny build (and models trained from one)
 
 # Gemma-style chat template; an image content item becomes <start_of_image>, which the Gemma3
 # processor expands into boi + mm_tokens_per_image soft tokens + eoi.
@@ -158,8 +159,14 @@ def build_tiny_vlm(out_dir: str | Path, spec: TinyVLMSpec = TinyVLMSpec()) -> Pa
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     processor.save_pretrained(out)
-    (out / "equirl_spec.json").write_text(json.dumps(asdict(spec), sort_keys=True))
+    (out / SPEC_FILE).write_text(json.dumps(asdict(spec), sort_keys=True))
     return out
+
+
+def is_builtin(path: str | Path) -> bool:
+    """True for the built-in tiny VLM and for models exported from a run that started from it
+    (the export keeps its ``equirl_spec.json``): they answer in option letters only."""
+    return (Path(path) / SPEC_FILE).is_file()
 
 
 def cached_tiny_vlm(spec: TinyVLMSpec = TinyVLMSpec(), cache_dir: Path | None = None) -> Path:

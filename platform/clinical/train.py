@@ -1,4 +1,4 @@
-"""``python -m platform.train {fairgrpo,fairgrpo-nd,grpo,rloo,reinforce-pp,grpo-resample,grpo-dro}``.
+"""``python -m platform.train {fairgrpo,fairgrpo-nd,grpo,...,grpo-dro,sft}`` (the clinical track).
 
 With no options: the built-in tiny Gemma3 VLM on the built-in synthetic data, local Ray,
 MLflow at ``sqlite:///<repo>/mlflow.db``, checkpoints under
@@ -6,7 +6,9 @@ MLflow at ``sqlite:///<repo>/mlflow.db``, checkpoints under
 (``ray job submit --working-dir . -- python -m platform.train fairgrpo --model /models/medgemma-4b
 --data /data/clinical --set learner.num_gpus=1 --set rollout.num_gpus=0.5``) connects to the
 job's cluster. ``--resume`` continues the run of that name from its last checkpoint (exit 2
-when there is none).
+when there is none). The final policy is exported as a Hugging Face model dir
+(``export_dir``, default ``<checkpoint root>/model``; tag ``equirl.model_dir``): ``sft``'s is
+the ``--model`` of the RL runs that follow it.
 """
 
 from __future__ import annotations
@@ -85,18 +87,26 @@ def main(algorithm: str, argv: list[str]) -> int:
             start_step, run_id = int(state["step"]), state["run_id"]
         tags = {**tracking.run_tags("clinical", algorithm, **ray_run_info()),
                 tracking.TAG_CHECKPOINT: str(ckpt_root)}  # step folders + the `latest` marker
+        import mlflow
+
+        from platform.clinical.export import default_export_dir, export_policy
+
         with tracking.tracked_run(run_name=run_name, run_id=run_id, tags=tags) as run:
             if run_id is None:
-                import mlflow
-
                 from base.config import tracked_params
 
                 mlflow.log_params(tracked_params(cfg))
             logged = tracking.last_logged_step(run_id, DEDUPE_KEY) if run_id else None
             metrics = train(pipe, start_step, run.info.run_id, str(ckpt_root), logged_through=logged)
+            model_dir = export_policy(pipe.learners, pipe.model_path,
+                                      cfg.export_dir or default_export_dir(ckpt_root),
+                                      {"algorithm": algorithm, "step": cfg.iterations,
+                                       "run_id": run.info.run_id, "seed": cfg.seed})
+            mlflow.set_tag(tracking.TAG_MODEL_DIR, str(model_dir))
         print(f"{algorithm}: run {run.info.run_id} ({uri}); step {cfg.iterations}: "
-              f"reward {metrics.get('reward/mean', float('nan')):.3f}, "
-              f"eval accuracy {metrics.get('eval/accuracy', float('nan')):.3f}")
+              + ("" if cfg.supervised else f"reward {metrics.get('reward/mean', float('nan')):.3f}, ")
+              + f"eval accuracy {metrics.get('eval/accuracy', float('nan')):.3f}; "
+              f"policy: {model_dir}")
     finally:
         pipe.stop()
     return 0

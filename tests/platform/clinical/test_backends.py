@@ -54,11 +54,16 @@ def test_specs_gpu_counts_and_broadcast_support(rollout, gpus, broadcast):
 def test_specs_build_their_backend_arguments():
     import inspect
 
+    from platform.clinical.models import cached_tiny_vlm
+
+    tiny = str(cached_tiny_vlm())
     cfg = build(ClinicalConfig, {"seed": 3})
-    hf = spec("hf").engine_kwargs(cfg, "/m", 3)
-    assert hf == {"model_path": "/m", "dtype": "float32", "device": "cpu", "answer_letters": "ABC"}
+    hf = spec("hf").engine_kwargs(cfg, tiny, 3)
+    assert hf == {"model_path": tiny, "dtype": "float32", "device": "cpu", "answer_letters": "ABC"}
     assert set(hf) <= set(inspect.signature(spec("hf").backend.__init__).parameters)
-    with_model = build(ClinicalConfig, {"model": {"path": "/m"}})  # answer_only: off for real models
+    # answer_only: on for the built-in model and models exported from it (its spec file), off
+    # for any other model dir
+    with_model = build(ClinicalConfig, {"model": {"path": "/m"}})
     assert spec("hf").engine_kwargs(with_model, "/m", 3)["answer_letters"] == ""
 
 

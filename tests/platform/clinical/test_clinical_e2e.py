@@ -46,8 +46,14 @@ def test_e2e_mlflow_metrics_and_parameters_changed(run):
     m = r.data.metrics
     by_group = [k for k in m if k.startswith("fairness/by_group/")]
     assert by_group and any(k.endswith("/f1") for k in by_group), sorted(m)
-    # headline gaps (pp_gap can be undefined, hence unlogged, when a group predicts no class)
-    assert "fairness/pooled/f1_gap" in m and "fairness/pooled/acc_gap" in m and "overall/f1" in m
+    # the paper's headline (each attribute on its own) and the intersectional view, with CIs
+    for key in ("fairness/f1_gap", "fairness/pp_gap", "fairness/es_f1", "overall/f1",
+                "fairness/intersectional/f1_gap"):
+        assert key in m, (key, sorted(m))
+    for attr in ("sex", "age_band"):  # each attribute on its own, per data source
+        assert any(k.startswith("fairness/dataset/") and k.endswith(f"/{attr}/f1_gap") for k in m)
+    assert m["fairness/f1_gap_ci_low"] <= m["fairness/f1_gap_ci_high"]
+    assert 1 / 3 <= m["eval/top_answer_share"] <= 1.0
     assert any(k.startswith("reward/by_group/") for k in m)
     stages = ("rollout", "reward", "advantage", "update", "sync", "evaluate")
     assert all(m[f"time/{s}"] > 0 for s in stages), {s: m[f"time/{s}"] for s in stages}
@@ -64,6 +70,9 @@ def test_e2e_mlflow_metrics_and_parameters_changed(run):
     assert name in state and name in init
     changed = [k for k, v in init.items() if not torch.equal(state[k].float(), v.detach().float())]
     assert name in changed and len(changed) > len(init) // 2, changed
+    # the exported policy (a Hugging Face dir, from_pretrained) holds exactly the step-2 weights
+    exported = dict(models.load_model(r.data.tags["equirl.model_dir"]).named_parameters())
+    assert all(torch.equal(exported[k].detach(), state[k].float()) for k in init), "export != step 2"
 
 
 def test_resume_continues_same_run(run):
