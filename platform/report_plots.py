@@ -175,3 +175,22 @@ def plot_return_curves(curves: pd.DataFrame, conv: pd.DataFrame, path: Path,
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=6)
     return _save(fig, plt, path)
+
+
+def plot_step_curves(history: pd.DataFrame, panels: list[tuple[str, str]], path: Path,
+                     arms: list[str] | None = None, xlabel: str = "training step") -> Path:
+    """One panel per ``(key, label)`` of ``panels``; in each, one line per arm over
+    ``iteration`` (mean of ``value`` over seeds, ± std). ``history``: columns arm, seed,
+    iteration, key, value (e.g. a clinical comparison's held-out evaluations)."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(panels), squeeze=False, figsize=(4.2 * len(panels), 3.2))
+    names = _order(arms, history)
+    cmap = plt.get_cmap("tab10")
+    for ax, (key, label) in zip(axes[0], panels):
+        _arm_bands(ax, history[history["key"] == key], names, cmap)
+        ax.set_title(label, fontsize=9)
+        ax.set_xlabel(xlabel, fontsize=8)
+        ax.tick_params(labelsize=7)
+    if names:
+        axes[0][-1].legend(fontsize=7)
+    return _save(fig, plt, path)
