@@ -35,7 +35,6 @@ from base.registry import RegistryError
 STAGES = ("rollout", "reward", "filter", "advantage", "update", "sync", "evaluate", "checkpoint")
 SFT_STAGES = ("data", "update", "sync", "evaluate", "checkpoint")  # sft: teacher-forced answers
 ROUND_SEED = 1_000_003  # seed offset of each extra dynamic-sampling round
-INVALID = "(invalid)"  # evaluation label for an unparseable answer
 
 
 @dataclass
@@ -428,64 +427,18 @@ class Pipeline:
         return result.metrics()
 
     def evaluate(self, number: int) -> dict[str, float]:
-        """Greedy answers on the held-out prompts -> the clinical fairness metrics as the
-        FairGRPO authors define them (:mod:`fairness.clinical`): each attribute of
-        ``data.group_attributes`` on its own (rows missing it left out), per data source, then
-        averaged; an unparseable answer predicts no class. Also the intersectional view
-        (``fairness/intersectional/...``) and, with ``eval_bootstrap``, bootstrap CIs of the
-        headline gaps (``fairness/<gap>_ci_low`` / ``_ci_high``)."""
-        import pandas as pd
-
-        from envs.clinical.dataset import UNKNOWN, group_keys
-        from envs.clinical.rewards import parse_choice
-        from fairness.clinical import clinical_fairness_report
+        """Greedy answers on the held-out prompts, scored by
+        :func:`platform.clinical.evaluation.score_answers` (the FairGRPO authors' metric
+        definitions per attribute of ``data.group_attributes``, the intersectional view and,
+        with ``eval_bootstrap``, CIs of the headline keys)."""
+        from platform.clinical.evaluation import score_answers
 
         rows, req = self.request(self.eval_df, self.eval_idx, 1, self.cfg.rollout.eval_temperature,
                                  seed=self.cfg.seed * 100_003 + number)
         result = self.pool.generate(req)
-        y_true, y_pred = [], []
-        for row, texts in zip(rows, result.texts):
-            opts = [str(o) for o in row["options"]]
-            k = parse_choice(texts[0], opts)
-            y_true.append(str(row["answer"]))
-            y_pred.append(opts[k] if k is not None else INVALID)
-        hit = np.array([t == p for t, p in zip(y_true, y_pred)])
-        letters = [p for p in y_pred if p != INVALID]
-        top = max((letters.count(v) for v in set(letters)), default=0)
-        out = {"eval/accuracy": float(hit.mean()),
-               "eval/invalid_rate": float(np.mean([p == INVALID for p in y_pred])),
-               # collapse check: the share of the most frequent answer among valid ones
-               "eval/top_answer_share": top / max(len(letters), 1)}
-        inter = [self.eval_groups[i] for i in self.eval_idx]
-        for g in sorted(set(inter)):  # exact-match accuracy per intersectional group
-            out[f"eval/by_group/{g}/accuracy"] = float(hit[np.array(inter) == g].mean())
-        sub = self.eval_df.iloc[self.eval_idx]
-        attrs = self.cfg.data.group_attributes
-        sens = pd.DataFrame({a: [None if g == UNKNOWN else g for g in group_keys(sub, [a])]
-                             for a in attrs})
-        sens_inter = pd.DataFrame({"&".join(attrs): [None if g == UNKNOWN else g for g in inter]})
-        kw = dict(labels=sorted({str(o) for r in rows for o in r["options"]} | {INVALID}),
-                  dataset=np.array([str(r["data_source"]) for r in rows]), average="macro",
-                  min_group_size=self.cfg.eval_min_group_size, missing="skip")
-        n_boot = self.cfg.eval_bootstrap
-        report = clinical_fairness_report(y_true, y_pred, sens, ci=n_boot > 0,
-                                          n_boot=max(n_boot, 10), seed=self.cfg.seed + number, **kw)
-        for key, value in report.metrics().items():
-            if key.endswith(("/ci_low", "/ci_high")):
-                base, side = key.rsplit("/", 1)
-                if base.count("/") == 1 and base.startswith("fairness/"):  # the headline only
-                    out[f"{base}_{side}"] = value
-            else:
-                out[key] = value
-        if len(attrs) > 1:
-            inter_rep = clinical_fairness_report(y_true, y_pred, sens_inter, **kw).metrics()
-            name = "&".join(attrs)
-            for k, v in inter_rep.items():
-                if k.startswith("fairness/by_group/"):  # the groups training weighs
-                    out[k] = v
-                elif k.startswith("fairness/") and f"/{name}/" not in k:
-                    out[f"fairness/intersectional/{k.split('/', 1)[1]}"] = v
-        return out
+        return score_answers(rows, [t[0] for t in result.texts], self.cfg.data.group_attributes,
+                             self.cfg.eval_min_group_size, self.cfg.eval_bootstrap,
+                             seed=self.cfg.seed + number)
 
     def step_metrics(self, step: Step, times: dict[str, float]) -> dict[str, float]:
         """What one step logs: rewards (overall, per group), stage times, throughput, advantage

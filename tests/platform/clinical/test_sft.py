@@ -57,28 +57,54 @@ def test_sft_learns_the_answers_and_logs_a_loss(sft_run):
     assert run.info.status == "FINISHED"
 
 
-def test_the_export_answers_as_the_run_did(sft_run):
-    """from_pretrained on the exported dir; its greedy answers on the held-out rows score the
-    run's last evaluation exactly (letter-only decoding carried over with the spec file)."""
+def test_the_export_scores_as_the_run_did_with_platform_evaluate(sft_run):
+    """``python -m platform.evaluate clinical`` on the exported dir (from_pretrained, greedy, in
+    process) reproduces the run's last evaluation exactly (letter-only decoding carried over
+    with the spec file) and writes an MLflow run and a report without patient-level data."""
+    import json
+
     from platform.clinical import models
-    from platform.clinical.generation import GenerationRequest, WorkerImpl
+    from platform.evaluate import main
 
-    from envs.clinical import dataset
-    from envs.clinical.prompts import build_messages
-    from envs.clinical.rewards import parse_choice
-    from platform.clinical.driver import row_image
+    import mlflow
 
-    uri, run, export, data, _ = sft_run
+    uri, run, export, data, tmp = sft_run
     assert models.is_builtin(export)
-    test = dataset.load_dataset(data, "test")
-    worker = WorkerImpl("hf", {"model_path": export, "answer_letters": "ABC"})
-    rows = [test.iloc[i].to_dict() for i in range(len(test))]
-    res = worker.generate(GenerationRequest([build_messages(r) for r in rows],
-                                            [row_image(r) for r in rows], n=1, temperature=0.0,
-                                            max_new_tokens=4, seed=0))
-    hits = [parse_choice(t[0], [str(o) for o in r["options"]]) == list(r["options"]).index(r["answer"])
-            for r, t in zip(rows, res.texts)]
-    assert sum(hits) / len(hits) == pytest.approx(run.data.metrics["eval/accuracy"], abs=1e-12)
+    out = tmp / "eval"
+    assert main(["clinical", "--model", export, "--data", data, "--split", "test", "--out", str(out),
+                 "--tracking-uri", uri, "--bootstrap", "20", "--run-name", "eval-sft"]) == 0
+    rep = json.loads((out / "report.json").read_text())
+    m = run.data.metrics
+    for key in ("eval/accuracy", "fairness/f1_gap", "fairness/pp_gap", "overall/f1"):
+        assert rep["metrics"][key] == pytest.approx(m[key], abs=1e-12), key
+    assert rep["metrics"]["fairness/f1_gap_ci_low"] <= rep["metrics"]["fairness/f1_gap_ci_high"]
+    text = (out / "report.md").read_text() + (out / "report.json").read_text()
+    assert "ΔF1" in text and "synth-cxr-0" not in text  # aggregates only: no row ids
+    client = mlflow.MlflowClient(uri)
+    (ev,) = client.search_runs([client.get_experiment_by_name("evaluate").experiment_id])
+    assert ev.info.status == "FINISHED" and ev.data.params["split"] == "test"
+    assert ev.data.metrics["eval/accuracy"] == m["eval/accuracy"]
+
+
+def test_evaluate_bad_input_exits_2_and_writes_nothing(tmp_path, run_env, repo_root):
+    import subprocess
+    import sys
+
+    from platform.clinical.models import cached_tiny_vlm
+
+    from envs.clinical import synth
+
+    data, tiny = str(synth.default_dataset_path(n_per_source=120)), str(cached_tiny_vlm())
+    for extra, word in ((["--model", str(tmp_path / "nope"), "--data", data], "model.path"),
+                        (["--model", tiny, "--data", str(tmp_path / "x.parquet")], "x.parquet"),
+                        (["--model", tiny, "--data", data, "--attributes", "shoe_size"], "shoe_size"),
+                        (["--model", tiny, "--data", data, "--bootstrap", "3"], "--bootstrap")):
+        proc = subprocess.run([sys.executable, "-m", "platform.evaluate", "clinical", *extra,
+                               "--out", str(tmp_path / "o"), "--tracking-uri",
+                               f"sqlite:///{tmp_path / 'm.db'}"], cwd=repo_root, env=run_env(),
+                              capture_output=True, text=True, timeout=120, check=False)
+        assert proc.returncode == 2 and word in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert not (tmp_path / "o").exists() and not (tmp_path / "m.db").exists()
 
 
 def test_rl_starts_from_the_sft_model(sft_run):
