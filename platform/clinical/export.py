@@ -28,6 +28,41 @@ def export_policy(learners: Any, model_path: str | Path, out: str | Path,
                   info: dict[str, Any]) -> Path:
     """Write the learners' current weights to ``out`` (atomically); ``info`` (algorithm,
     step, run id, ...) goes into ``equirl_export.json``. Returns ``out``."""
+    return _write_atomically(out, lambda tmp: learners.export(str(tmp)), model_path, info)
+
+
+def export_checkpoint(folder: str | Path, model_path: str | Path, out: str | Path,
+                      info: dict[str, Any], dtype: str = "float32") -> Path:
+    """The policy of a checkpoint step folder (``<root>/step-N``, any ZeRO stage: DeepSpeed's
+    ``zero_to_fp32`` gathers the partitions) as a model dir at ``out``, on this machine."""
+    from platform.clinical import models
+
+    import torch
+
+    if not torch.cuda.is_available():
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+    state = get_fp32_state_dict_from_zero_checkpoint(str(Path(folder) / "learner"), tag="ds")
+    model = models.load_model(model_path, dtype)
+    tied = {k for k in getattr(model, "_tied_weights_keys", None) or {}}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    bad_missing = [k for k in missing if k not in tied and not any(k.endswith(t) for t in tied)]
+    if unexpected or bad_missing:
+        from base.errors import UsageError
+
+        raise UsageError(f"{folder}: the checkpoint does not fit {model_path} (missing "
+                         f"{bad_missing[:3]}, unexpected {list(unexpected)[:3]})")
+    processor = models.load_processor(model_path)
+
+    def write(tmp: Path) -> None:
+        model.save_pretrained(tmp, safe_serialization=True)
+        processor.save_pretrained(tmp)
+
+    return _write_atomically(out, write, model_path, info)
+
+
+def _write_atomically(out: str | Path, write, model_path: str | Path, info: dict[str, Any]) -> Path:
     from platform.clinical.models import SPEC_FILE
 
     out = Path(out).resolve()
@@ -35,7 +70,7 @@ def export_policy(learners: Any, model_path: str | Path, out: str | Path,
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        learners.export(str(tmp))
+        write(tmp)
         if (Path(model_path) / SPEC_FILE).is_file():
             shutil.copy2(Path(model_path) / SPEC_FILE, tmp / SPEC_FILE)
         (tmp / EXPORT_FILE).write_text(json.dumps(

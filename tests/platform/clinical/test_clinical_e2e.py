@@ -75,6 +75,32 @@ def test_e2e_mlflow_metrics_and_parameters_changed(run):
     assert all(torch.equal(exported[k].detach(), state[k].float()) for k in init), "export != step 2"
 
 
+def test_export_any_checkpoint_as_a_model_dir(run, tmp_path):
+    """platform.export --run: the newest checkpoint is the run's final export; --step 1 holds
+    the step-1 weights (DeepSpeed's zero_to_fp32, no Ray)."""
+    from platform.clinical import models
+    from platform.export import main
+
+    uri, ck, r, _ = run
+    assert main(["--run", r.info.run_id, "--out", str(tmp_path / "last"), "--tracking-uri", uri]) == 0
+    assert main(["--run", r.info.run_id, "--out", str(tmp_path / "one"), "--step", "1",
+                 "--tracking-uri", uri]) == 0
+    final = dict(models.load_model(r.data.tags["equirl.model_dir"]).named_parameters())
+    last = dict(models.load_model(tmp_path / "last").named_parameters())
+    one = dict(models.load_model(tmp_path / "one").named_parameters())
+    step1 = torch.load(ck / "step-000001" / "learner" / "ds" / "mp_rank_00_model_states.pt",
+                       weights_only=False)["module"]
+    assert all(torch.equal(last[k], final[k]) for k in final)
+    assert all(torch.equal(one[k].detach(), step1[k].float()) for k in one)
+    assert not all(torch.equal(one[k], final[k]) for k in final)  # step 1 is not step 2
+    assert models.is_builtin(tmp_path / "one")
+    from base.errors import UsageError
+
+    with pytest.raises(UsageError, match="--step: no checkpoint step-000007"):
+        main(["--run", r.info.run_id, "--out", str(tmp_path / "x"), "--step", "7", "--tracking-uri", uri])
+    assert not (tmp_path / "x").exists()
+
+
 def test_resume_continues_same_run(run):
     """Resume from step 1 although MLflow already holds step 2 (a crash between a step's log and
     its checkpoint): step 2 is replayed but not logged twice, then step 3 is logged once."""
