@@ -33,6 +33,7 @@ import json
 import math
 import time
 from dataclasses import dataclass
+from platform import faults
 from platform.cli import add_common_train_options, config_from_args, parser, run_main
 from typing import Any, Literal
 
@@ -203,6 +204,7 @@ def _train(split: Split, cfg: TabularConfig, use_fairgrad: bool, log):
     gen = torch.Generator().manual_seed(cfg.seed)
     history = []
     for epoch in range(cfg.epochs):
+        faults.check("tabular.epoch")  # crash tests (EQUIRL_FAULT); a no-op otherwise
         perm = torch.randperm(len(x), generator=gen)
         sums = {"task_loss": 0.0, "fair_loss": 0.0, "conflicts": 0.0}
         batches = 0

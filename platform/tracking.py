@@ -31,6 +31,7 @@ DEFAULT_EXPERIMENT = "equirl"
 TAG_ALGORITHM = "equirl.algorithm"  # the platform.train / platform.sweep algorithm name
 TAG_TRACK = "equirl.track"          # "allocation", "clinical" or "tabular"
 TAG_CHECKPOINT = "equirl.checkpoint"  # the run's latest checkpoint directory
+TAG_ERROR = "equirl.error"  # why a FAILED run failed (exception type and message)
 TAG_MODEL_DIR = "equirl.model_dir"  # the run's exported final policy (a Hugging Face model dir)
 
 
@@ -118,7 +119,8 @@ def tracked_run(
 ) -> Iterator[Any]:
     """Start (or resume, with ``run_id``) an MLflow run that never ends RUNNING.
 
-    Finished -> FINISHED; exception -> FAILED (re-raised); KeyboardInterrupt -> KILLED.
+    Finished -> FINISHED; exception -> FAILED (re-raised) with the error, type and message
+    (first 500 characters), in the tag ``equirl.error``; KeyboardInterrupt -> KILLED.
     """
     import mlflow
 
@@ -131,8 +133,11 @@ def tracked_run(
     except KeyboardInterrupt:
         mlflow.end_run(status="KILLED")
         raise
-    except BaseException:
-        mlflow.end_run(status="FAILED")
+    except BaseException as exc:
+        try:
+            mlflow.set_tag(TAG_ERROR, f"{type(exc).__name__}: {exc}"[:500])
+        finally:
+            mlflow.end_run(status="FAILED")
         raise
     else:
         mlflow.end_run(status="FINISHED")

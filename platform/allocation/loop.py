@@ -19,6 +19,7 @@ import math
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from platform import faults
 from platform.allocation import rllib
 from platform.allocation.config import AllocationConfig
 from typing import Any, Protocol
@@ -226,6 +227,7 @@ def iterate(algo, cfg: AllocationConfig, sink: Sink, names: list[str] | None = N
                        evaluation=evaluate(algo, cfg)), algo)
     while iteration < cfg.iterations:
         result = algo.train()                                       # train
+        faults.check("allocation.iteration")  # crash tests (EQUIRL_FAULT); a no-op otherwise
         metrics = iteration_metrics(result, names)                  # metrics
         iteration = int(metrics["training_iteration"])
         recover(algo, cfg, result, iteration)                       # recover

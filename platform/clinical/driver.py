@@ -90,6 +90,9 @@ class DataCursor:
 
 @contextlib.contextmanager
 def timed(times: dict[str, float], stage: str) -> Iterator[None]:
+    from platform import faults
+
+    faults.check(f"clinical.{stage}")  # crash tests (EQUIRL_FAULT); a no-op otherwise
     start = time.perf_counter()
     try:
         yield

@@ -1,0 +1,38 @@
+"""Fault injection for the crash tests: ``EQUIRL_FAULT=<point>@<n>`` makes :func:`check` raise
+:class:`InjectedFault` the ``n``-th time ``<point>`` is reached in this process.
+
+Points, each reached once per step of its loop:
+
+* ``clinical.<stage>`` — the clinical driver (:func:`platform.clinical.driver.train`), before
+  the stage ``rollout``, ``reward``, ``advantage``, ``update``, ``sync`` or ``data`` (sft);
+* ``allocation.iteration`` — the allocation loop (:func:`platform.allocation.loop.iterate`),
+  after an iteration's ``algo.train()``;
+* ``tabular.epoch`` — the tabular FairGrad trainer, before an epoch.
+
+Unset (the default) it costs one dict lookup. The tests use it to prove that a run which
+fails after its MLflow run started ends FAILED with the error recorded, exits non-zero and
+leaves nothing RUNNING (``tests/platform/test_crash.py``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+
+ENV = "EQUIRL_FAULT"
+_seen: Counter[str] = Counter()
+
+
+class InjectedFault(RuntimeError):
+    """The error :func:`check` raises (a test asked for it)."""
+
+
+def check(point: str) -> None:
+    """Count a visit of ``point``; raise if ``EQUIRL_FAULT`` names this visit."""
+    spec = os.environ.get(ENV)
+    if not spec:
+        return
+    _seen[point] += 1
+    name, _, at = spec.partition("@")
+    if name == point and _seen[point] == int(at or 1):
+        raise InjectedFault(f"{ENV}={spec}: injected fault at {point} (visit {_seen[point]})")

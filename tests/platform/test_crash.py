@@ -1,0 +1,55 @@
+"""A run that fails after its MLflow run started ends FAILED with the error recorded, exits
+non-zero and leaves nothing RUNNING: each CLI as a user runs it, with a fault injected mid-run
+(``platform.faults``, ``EQUIRL_FAULT=<point>@<n>``)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+
+CLINICAL_TINY = ["--set", "learner.num_learners=1", "--set", "rollout.num_workers=1",
+                 "--set", "learner.grad_accum=1", "--set", "data.prompts_per_step=2",
+                 "--set", "rollout.group_size=2", "--set", "eval_every=0",
+                 "--set", "checkpoint_every=1", "--set", "num_cpus=2"]
+ALLOCATION_TINY = ["--set", "train_batch_size=200", "--set", "minibatch_size=100",
+                   "--set", "num_epochs=1", "--set", "eval_episodes=1", "--set", "hidden_sizes=[16]",
+                   "--set", "num_env_runners=0"]
+
+CASES = {
+    "fairgrpo: the reward stage fails at step 2": (
+        ["fairgrpo", "--iterations", "3", *CLINICAL_TINY], "clinical.reward@2", "reward/mean", 1),
+    "sft: the update fails at step 2": (
+        ["sft", "--iterations", "3", *CLINICAL_TINY], "clinical.update@2", "learner/loss", 1),
+    "group-robust-ppo: iteration 2 fails": (
+        ["group-robust-ppo", "--iterations", "3", *ALLOCATION_TINY], "allocation.iteration@2",
+        None, None),
+    "fairgrad-classifier: epoch 3 fails": (
+        ["fairgrad-classifier", "--dataset", "kidney", "--epochs", "4"], "tabular.epoch@3", None, None),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_a_crash_mid_run_ends_failed_with_the_error(case, tmp_path, run_env, repo_root):
+    import mlflow
+
+    argv, fault, logged_key, logged_steps = CASES[case]
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = {**run_env(), "EQUIRL_FAULT": fault, "EQUIRL_STORAGE": str(tmp_path / "store")}
+    proc = subprocess.run([sys.executable, "-m", "platform.train", *argv, "--tracking-uri", uri,
+                           "--experiment", "crash"], cwd=repo_root, env=env, capture_output=True,
+                          text=True, timeout=540, check=False)
+    assert proc.returncode not in (0, 2), proc.stderr[-3000:]  # a crash, not bad input
+    assert "InjectedFault" in proc.stderr
+    client = mlflow.MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("crash").experiment_id])
+    assert len(runs) == 1, [r.info.status for r in runs]
+    (run,) = runs
+    assert run.info.status == "FAILED"  # not RUNNING
+    assert run.data.tags["equirl.error"].startswith("InjectedFault: EQUIRL_FAULT=" + fault)
+    if logged_key:  # the run had really started: the steps before the fault are logged
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, logged_key)]
+        assert len(steps) == logged_steps, steps
