@@ -377,6 +377,7 @@ def main(algorithm: str, argv: list[str]) -> int:
     tags = tracking.run_tags("tabular", algorithm, dataset=cfg.dataset)
     with tracking.tracked_run(run_name=f"{algorithm}/{cfg.dataset}", tags=tags) as run:
         mlflow.log_params(tracked_params(cfg))
+        tracking.log_config(cfg)
         results = run_and_log(cfg)
         print(format_table(results, cfg))
         print(f"mlflow run {run.info.run_id}")

@@ -143,6 +143,17 @@ def tracked_run(
         mlflow.end_run(status="FINISHED")
 
 
+def log_config(cfg: Any) -> None:
+    """The run's resolved config (every field, after defaults < file < --set < flags) as the
+    artifact ``config.yaml``: what reproduces the run with ``--config config.yaml``."""
+    import dataclasses
+
+    import mlflow
+    import yaml
+
+    mlflow.log_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False), "config.yaml")
+
+
 def last_logged_step(run_id: str, key: str) -> int | None:
     """Largest step logged for ``key`` in ``run_id`` (None if none): resume deduplication."""
     import mlflow

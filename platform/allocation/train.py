@@ -147,6 +147,7 @@ def main(algorithm: str, argv: list[str]) -> int:
                               tags=tracking.run_tags(TRACK, cfg.algorithm, **ray_run_info())) as run:
         if not resume:
             mlflow.log_params(config_lib.tracked_params(cfg))
+            tracking.log_config(cfg)
         sink = MlflowSink(cfg, root, run.info.run_id, resume[1] if resume else None)
         loop.train(cfg, sink)
         _report(uri, exp_id, run.info.run_id, sink.checkpoint_path)

@@ -490,15 +490,17 @@ def train(pipe: Pipeline, start_step: int, run_id: str, ckpt_root: str,
     the replay is bit-exact) run but are not logged again, so MLflow has one row per step.
     """
     from platform import tracking
-    from platform.clinical import checkpoint
+    from platform.clinical import artifacts, checkpoint
 
     cfg, metrics = pipe.cfg, {}
     t_start = time.perf_counter()
+    tables, last_eval = [], {}  # per-group tables of this process's evaluations (artifacts)
     if start_step == 0 and cfg.eval_at_start and logged_through is None:
         t0 = time.perf_counter()
         pipe.sync(0)  # the workers hold the start weights already; this makes it certain
-        first = {**pipe.evaluate(0), "time/evaluate": time.perf_counter() - t0}
+        first = last_eval = {**pipe.evaluate(0), "time/evaluate": time.perf_counter() - t0}
         tracking.log_metrics(first, step=0)
+        tables.append(artifacts.log_evaluation(first, 0))
         print(progress_line(0, cfg.iterations, first, 0.0, 1), flush=True)
     for number in range(start_step + 1, cfg.iterations + 1):
         times: dict[str, float] = {}
@@ -532,8 +534,14 @@ def train(pipe: Pipeline, start_step: int, run_id: str, ckpt_root: str,
         metrics = pipe.step_metrics(step, times)
         if logged_through is None or number > logged_through:
             tracking.log_metrics(metrics, step=number)
+            if "eval/accuracy" in metrics:
+                tables.append(artifacts.log_evaluation(metrics, number))
+                last_eval = metrics
         print(progress_line(number, cfg.iterations, metrics, time.perf_counter() - t_start,
                             number - start_step), flush=True)
+    if tables:
+        artifacts.log_summary(f"{cfg.algorithm}, seed {cfg.seed}: step {cfg.iterations}",
+                              tables, last_eval)
     return metrics
 
 

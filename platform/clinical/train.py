@@ -96,6 +96,7 @@ def main(algorithm: str, argv: list[str]) -> int:
                 from base.config import tracked_params
 
                 mlflow.log_params(tracked_params(cfg))
+                tracking.log_config(cfg)
             logged = tracking.last_logged_step(run_id, DEDUPE_KEY) if run_id else None
             metrics = train(pipe, start_step, run.info.run_id, str(ckpt_root), logged_through=logged)
             model_dir = export_policy(pipe.learners, pipe.model_path,

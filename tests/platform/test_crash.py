@@ -50,6 +50,8 @@ def test_a_crash_mid_run_ends_failed_with_the_error(case, tmp_path, run_env, rep
     (run,) = runs
     assert run.info.status == "FAILED"  # not RUNNING
     assert run.data.tags["equirl.error"].startswith("InjectedFault: EQUIRL_FAULT=" + fault)
+    # every training CLI logs its resolved config first (what --config reproduces the run from)
+    assert "config.yaml" in {a.path for a in client.list_artifacts(run.info.run_id)}
     if logged_key:  # the run had really started: the steps before the fault are logged
         steps = [m.step for m in client.get_metric_history(run.info.run_id, logged_key)]
         assert len(steps) == logged_steps, steps

@@ -118,6 +118,10 @@ def test_cli_trains_both_models_and_logs_to_mlflow(repo_root, run_env, mlflow_ur
     assert (tags["equirl.track"], tags["equirl.algorithm"], tags["equirl.dataset"]) == (
         "tabular", "fairgrad-classifier", "kidney")
     assert len(client.get_metric_history(run.info.run_id, "fairgrad/train/task_loss")) == 3
+    import yaml
+
+    cfg = yaml.safe_load(open(client.download_artifacts(run.info.run_id, "config.yaml")).read())
+    assert (cfg["dataset"], cfg["epochs"], cfg["seed"]) == ("kidney", 3, 1)  # the resolved config
 
 
 def test_unknown_dataset_exits_2_from_the_real_entry_point(repo_root, run_env, mlflow_uri):

@@ -70,6 +70,30 @@ def test_e2e_mlflow_metrics_and_parameters_changed(run):
     assert name in state and name in init
     changed = [k for k, v in init.items() if not torch.equal(state[k].float(), v.detach().float())]
     assert name in changed and len(changed) > len(init) // 2, changed
+    # a run worth opening: its resolved config, a per-group table per evaluation, a figure and
+    # a summary (readable group names; sizes and rates only)
+    import io
+
+    import pandas as pd
+    import yaml
+
+    from base.config import build
+    from platform.clinical.config import ClinicalConfig
+
+    client = mlflow.MlflowClient(uri)
+    rid = r.info.run_id
+    names = {a.path for a in client.list_artifacts(rid)} | {
+        a.path for a in client.list_artifacts(rid, "eval/by_group")} | {
+        a.path for a in client.list_artifacts(rid, "eval")}
+    assert {"config.yaml", "summary.md", "eval/by_group.png", "eval/by_group/step-000002.csv"} <= names
+    cfg = yaml.safe_load(open(client.download_artifacts(rid, "config.yaml")).read())
+    assert build(ClinicalConfig, cfg).learner.lr == 0.01 and cfg["algorithm"] == "fairgrpo"
+    table = pd.read_csv(io.StringIO(open(client.download_artifacts(
+        rid, "eval/by_group/step-000002.csv")).read()))
+    assert set(table.columns) >= {"group", "n", "accuracy", "f1"} and table["n"].sum() > 0
+    assert all("|" in g or g == "unknown" for g in table["group"])  # F|26-50, not F_26-50
+    summary = open(client.download_artifacts(rid, "summary.md")).read()
+    assert "ΔF1" in summary and "eval/by_group.png" in summary
     # the exported policy (a Hugging Face dir, from_pretrained) holds exactly the step-2 weights
     exported = dict(models.load_model(r.data.tags["equirl.model_dir"]).named_parameters())
     assert all(torch.equal(exported[k].detach(), state[k].float()) for k in init), "export != step 2"

@@ -1,0 +1,115 @@
+"""What a clinical run's MLflow page shows beside its metrics: per-group tables, a figure, a summary.
+
+* at each evaluation, ``eval/by_group/step-<N>.csv``: one row per intersectional group with
+  its held-out size, exact-match accuracy and the report's F1 / TPR / FDR
+  (:func:`group_table`);
+* at the end of the run, ``eval/by_group.png`` (each group's accuracy and F1 over the
+  evaluations of this process) and ``summary.md`` (the headline gaps with their CIs and the
+  last per-group table).
+
+Only aggregates, as everywhere: group sizes and rates, no rows. The group names are the
+readable ones (``F|>75``), not the MLflow-cleaned metric keys.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from typing import Any
+
+import pandas as pd
+
+HEADLINE = (("PP gap", "fairness/pp_gap"), ("EOD", "fairness/eod"), ("σF1", "fairness/f1_std"),
+            ("ΔF1", "fairness/f1_gap"), ("F1", "overall/f1"), ("Acc (one-vs-rest)", "overall/accuracy"),
+            ("ES-F1", "fairness/es_f1"), ("exact-match accuracy", "eval/accuracy"))
+
+
+def group_table(metrics: dict[str, float], step: int) -> pd.DataFrame:
+    """One row per intersectional group of an evaluation's metrics."""
+    rows: dict[str, dict[str, Any]] = {}
+    for key, value in metrics.items():
+        if key.startswith("eval/by_group/") and key.endswith("/accuracy"):
+            rows.setdefault(key[len("eval/by_group/"):-len("/accuracy")], {})["accuracy"] = value
+        elif key.startswith("fairness/by_group/") and "&" in key.split("/")[2]:
+            group = key.split("/")[2].split("=", 1)[1]
+            stat = key.rsplit("/", 1)[1]
+            if stat in ("n", "f1", "tpr", "fdr"):
+                rows.setdefault(group, {})[stat] = value
+    frame = pd.DataFrame([{"step": step, "group": g, **v} for g, v in sorted(rows.items())])
+    cols = [c for c in ("step", "group", "n", "accuracy", "f1", "tpr", "fdr") if c in frame]
+    return frame[cols] if len(frame) else frame
+
+
+def log_evaluation(metrics: dict[str, float], step: int) -> pd.DataFrame:
+    """Log the evaluation's per-group table as ``eval/by_group/step-<N>.csv``; return it."""
+    import mlflow
+
+    table = group_table(metrics, step)
+    if len(table):
+        mlflow.log_text(table.to_csv(index=False), f"eval/by_group/step-{step:06d}.csv")
+    return table
+
+
+def _figure(tables: pd.DataFrame) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    for ax, col in zip(axes, ("accuracy", "f1")):
+        if col not in tables:
+            continue
+        for group, sub in tables.groupby("group"):
+            ax.plot(sub["step"], sub[col], marker=".", label=str(group))
+        ax.set_title(f"held-out {col} per group", fontsize=9)
+        ax.set_xlabel("training step", fontsize=8)
+        ax.tick_params(labelsize=7)
+    axes[-1].legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def summary_markdown(title: str, last: dict[str, float], table: pd.DataFrame) -> str:
+    def cell(key: str) -> str:
+        v = last.get(key)
+        if v is None or not math.isfinite(v):
+            return "n/a"
+        lo, hi = last.get(f"{key}_ci_low"), last.get(f"{key}_ci_high")
+        return f"{v:.3f}" + (f" [{lo:.3f}, {hi:.3f}]" if lo is not None and hi is not None else "")
+
+    lines = [f"# {title}", "", "Last held-out evaluation; the FairGRPO authors' definitions "
+             "(docs/fairness-metrics.md), 95% bootstrap CIs over held-out rows where logged.", "",
+             "| metric | value |", "|---|---|"]
+    lines += [f"| {name} | {cell(key)} |" for name, key in HEADLINE]
+    if len(table):
+        cols = [c for c in table.columns if c != "step"]
+        lines += ["", "Per group (sex | age band), held-out:", "", "| " + " | ".join(cols) + " |",
+                  "|" + "---|" * len(cols)]
+        for _, row in table.iterrows():
+            cells = [str(row["group"]).replace("|", "\\|")] + [
+                f"{row[c]:.0f}" if c == "n" else f"{row[c]:.3f}" for c in cols[1:]]
+            lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "![per-group accuracy and F1](eval/by_group.png)", ""]
+    return "\n".join(lines)
+
+
+def log_summary(title: str, tables: list[pd.DataFrame], last: dict[str, float]) -> None:
+    """At the end of a run: ``eval/by_group.png`` and ``summary.md``."""
+    import mlflow
+
+    frames = [t for t in tables if len(t)]
+    if not frames:
+        return
+    import tempfile
+    from pathlib import Path
+
+    all_tables = pd.concat(frames, ignore_index=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        png = Path(tmp) / "by_group.png"
+        png.write_bytes(_figure(all_tables))
+        mlflow.log_artifact(str(png), artifact_path="eval")
+    mlflow.log_text(summary_markdown(title, last, frames[-1]), "summary.md")
