@@ -3,6 +3,8 @@
 #   make run       install, then train group-robust PPO on built-in defaults (local Ray + MLflow)
 #   make test      install, then the test suite
 #   make ui        MLflow UI on 127.0.0.1 over the project's store
+#   make head      a local Ray head on 127.0.0.1 whose jobs run this repo with .venv's python:
+#                  then `ray job submit -- python -m platform.train fairgrpo` from the repo root
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -19,7 +21,7 @@ export DS_BUILD_OPS := 0
 export DS_ACCELERATOR := cpu
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install install-vllm install-browser run test test-fast ui clean
+.PHONY: install install-vllm install-browser run test test-fast ui clean head head-stop
 
 install: $(STAMP)
 
@@ -60,6 +62,18 @@ test-fast: install
 
 ui: install
 	$(PY) -m platform.ui
+
+# PYTHONPATH (this repo before the stdlib `platform`) and PATH (.venv first) are inherited by
+# every job driver and worker the head starts, so jobs need no --working-dir.
+HEAD_ARGS ?=
+head: install
+	PYTHONPATH=$(CURDIR) PATH=$(CURDIR)/$(VENV)/bin:$$PATH VIRTUAL_ENV=$(CURDIR)/$(VENV) \
+	  $(VENV)/bin/ray start --head --node-ip-address 127.0.0.1 --dashboard-host 127.0.0.1 \
+	  --include-dashboard true --disable-usage-stats $(HEAD_ARGS)
+	@echo "submit from the repo root (venv activated): ray job submit -- python -m platform.train fairgrpo"
+
+head-stop:
+	$(VENV)/bin/ray stop
 
 clean:
 	rm -rf mlruns mlflow.db artifacts ray_results checkpoints .pytest_cache

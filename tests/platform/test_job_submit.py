@@ -1,5 +1,6 @@
-"""End to end on a real Ray head: ``ray job submit --working-dir . -- python -m platform.train``
-and ``... -- python -m platform.sweep``.
+"""End to end on a real Ray head started as ``make head`` starts it (PYTHONPATH = the repo, the
+venv first on PATH): ``ray job submit -- python -m platform.train`` exactly as the design card
+writes it (no ``--working-dir``), and ``ray job submit --working-dir . -- python -m platform.sweep``.
 
 Starts its own head on free ports (dashboard on 127.0.0.1), submits a 2-iteration
 group-robust PPO job on the rural hospital, then a 2-trial sweep (λ 0 and 0.3), waits for
@@ -86,12 +87,13 @@ def _wait_http(url: str, timeout: float) -> None:
 
 
 def _submit_and_wait(ray_bin: str, address: str, runtime_env: dict, cwd, env, module_args: list[str],
-                     timeout: float = 420) -> str:
-    """``ray job submit --working-dir . -- python -m <module_args>``; SUCCEEDED -> its logs."""
+                     timeout: float = 420, working_dir: bool = True) -> str:
+    """``ray job submit [--working-dir .] -- python -m <module_args>``; SUCCEEDED -> its logs."""
     from ray.job_submission import JobStatus, JobSubmissionClient
 
+    wd = ["--working-dir", "."] if working_dir else []
     submit = subprocess.run(
-        [ray_bin, "job", "submit", "--address", address, "--working-dir", ".", "--no-wait",
+        [ray_bin, "job", "submit", "--address", address, *wd, "--no-wait",
          "--runtime-env-json", json.dumps(runtime_env), "--", "python", "-m", *module_args],
         cwd=cwd, env=env, capture_output=True, text=True, timeout=180)
     assert submit.returncode == 0, submit.stdout + submit.stderr
@@ -120,6 +122,8 @@ def test_ray_job_submit_trains_and_logs_to_mlflow(repo_root, run_env, tmp_path):
     env.pop("RAY_ADDRESS", None)
     env.update(VIRTUAL_ENV=str(Path(venv_bin).parent),  # what `source .venv/bin/activate` does
                PATH=os.pathsep.join([venv_bin, env.get("PATH", os.defpath)]))
+    env.pop("PYTHONPATH", None)  # a user's shell has none; only the head gets the repo ...
+    head_env = {**env, "PYTHONPATH": str(repo_root)}  # ... as `make head` (and the image) sets it
     log = (tmp_path / "head.log").open("w")
     head = subprocess.Popen(
         [ray_bin, "start", "--head", "--block", "--num-cpus", "2", "--node-ip-address", "127.0.0.1",
@@ -129,7 +133,7 @@ def test_ray_job_submit_trains_and_logs_to_mlflow(repo_root, run_env, tmp_path):
          "--dashboard-agent-listen-port", str(agent), "--dashboard-agent-grpc-port", str(agent_grpc),
          "--runtime-env-agent-port", str(rt_agent), "--metrics-export-port", str(metrics),
          "--object-store-memory", str(300 * 1024**2), "--disable-usage-stats"],
-        cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        cwd=tmp_path, env=head_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     address = f"http://127.0.0.1:{dash}"
     db = tmp_path / "mlflow.db"
     try:
@@ -143,12 +147,15 @@ def test_ray_job_submit_trains_and_logs_to_mlflow(repo_root, run_env, tmp_path):
         tiny = ["--set", "train_batch_size=200", "--set", "minibatch_size=100", "--set", "num_epochs=1",
                 "--set", "eval_episodes=1", "--set", "hidden_sizes=[16]",
                 "--set", "env_config.max_decisions=50", "--set", "num_envs_per_env_runner=4"]
-        logs = _submit_and_wait(ray_bin, address, runtime_env, repo_root, env, [
+        # the design card's form: no --working-dir (the head's PYTHONPATH has the repo)
+        plain = {"env_vars": runtime_env["env_vars"]}
+        logs = _submit_and_wait(ray_bin, address, plain, repo_root, env, [
             "platform.train", "group-robust-ppo", "--scenario", "rural", "--iterations", "2",
             "--lambda", "0.3", "--num-env-runners", "1", "--tracking-uri", f"sqlite:///{db}",
-            "--experiment", "job-submit", *tiny])
+            "--experiment", "job-submit", *tiny], working_dir=False)
         assert "iter    2/2" in logs and "MLflow run" in logs
-        # The sweep CLI on the same cluster: a Tune grid of 2 trials, parent + child runs.
+        # The sweep CLI on the same cluster, with --working-dir (still works): a Tune grid of
+        # 2 trials, parent + child runs.
         logs = _submit_and_wait(ray_bin, address, runtime_env, repo_root, env, [
             "platform.sweep", "group-robust-ppo", "--scenarios", "rural", "--lambdas", "0,0.3",
             "--seeds", "1", "--iterations", "1", "--tracking-uri", f"sqlite:///{db}",
