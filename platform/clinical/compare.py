@@ -68,6 +68,9 @@ def _parser():
     p.add_argument("--out", default=None, help="output folder (default docs/results/clinical)")
     p.add_argument("--resume", action="store_true",
                    help="keep the runs already in <out>/runs.csv and the sft model; run the rest")
+    p.add_argument("--report-only", action="store_true",
+                   help="train nothing: rewrite README.md, summary.json and curves.png from "
+                        "<out>/runs.csv, history.csv and the start recorded in summary.json")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field of the RL runs (dotted keys; repeatable)")
     g = p.add_argument_group("tracking")
@@ -247,6 +250,24 @@ def _check_same_start(history: list[dict], start: dict[str, float]) -> None:
                          "results would not be comparable (rerun without --resume)")
 
 
+def report_only(out: Path) -> int:
+    """Regenerate the report of ``out`` from its tables (no training, no MLflow)."""
+    import pandas as pd
+    from platform.clinical.compare_report import write_report
+
+    from base.errors import UsageError
+
+    need = [out / "runs.csv", out / "history.csv", out / "summary.json"]
+    missing = [str(p) for p in need if not p.is_file()]
+    if missing:
+        raise UsageError(f"--report-only: missing {', '.join(missing)}")
+    saved = json.loads((out / "summary.json").read_text())
+    write_report(out, pd.read_csv(need[0]), pd.read_csv(need[1]), saved.get("start") or {},
+                 saved["meta"])
+    print(f"wrote {out}/README.md")
+    return 0
+
+
 def main(argv: list[str]) -> int:
     import datetime
     import platform as _platform
@@ -265,6 +286,8 @@ def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     opts = resolve_options(args)
     out = Path(opts["out"])
+    if args.report_only:
+        return report_only(out)
     rl_data, sft_data = data_paths(opts)
     runs_csv, hist_csv = out / "runs.csv", out / "history.csv"
     if args.resume and not runs_csv.is_file():

@@ -174,4 +174,7 @@ def write_report(out: Path, rows: pd.DataFrame, history: pd.DataFrame, start: di
                   "over seeds; step 0 = the sft start)."]
     lines += ["", "Per-run values: `runs.csv`; every evaluation: `history.csv`; all of the above: "
               "`summary.json`.", ""]
+    reading = out / "reading.md"  # hand-written, kept across regenerations
+    if reading.is_file():
+        lines += [reading.read_text().rstrip(), ""]
     (out / "README.md").write_text("\n".join(lines))

@@ -52,6 +52,16 @@ def test_benchmark_runs_from_one_sft_start_and_resumes(ray_session, tmp_path, ca
     again = pd.read_csv(out / "runs.csv")
     assert len(again) == 6 and list(again["run_id"][:4]) == list(runs["run_id"])
     assert sorted(again.loc[again["seed"] == 2, "algorithm"]) == ["fairgrpo", "grpo"]
+    # --report-only: the report again from the tables, with the hand-written reading kept
+    (out / "reading.md").write_text("## Reading\n\nwritten by hand")
+    before = json.loads((out / "summary.json").read_text())
+    assert main(common + ["--report-only"]) == 0
+    after = json.loads((out / "summary.json").read_text())
+    assert after["start"] == before["start"]
+    for alg, keys in before["algorithms"].items():  # the same numbers (the CSV round-trips floats)
+        for key, v in keys.items():
+            assert after["algorithms"][alg][key]["mean"] == pytest.approx(v["mean"], rel=1e-9, nan_ok=True)
+    assert (out / "README.md").read_text().rstrip().endswith("written by hand")
 
 
 def test_bad_compare_options_exit_2(tmp_path, run_env, repo_root):
