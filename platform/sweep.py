@@ -222,6 +222,8 @@ def build_spec(algorithm: str, argv: list[str]) -> tuple[SweepSpec, Any]:
     g.add_argument("--max-failures", type=int, default=1, help="retries of a failing trial")
     g.add_argument("--max-concurrent", type=int, default=None,
                    help="cap on concurrent trials (default: cluster CPUs // CPUs per trial)")
+    g.add_argument("--no-report", action="store_true",
+                   help="do not build the comparison report into the parent run at the end")
     a = p.parse_args(argv)
     if a.seeds < 1:
         raise UsageError(f"--seeds: got {a.seeds}; need >= 1 seed per cell")
@@ -665,8 +667,35 @@ def main(argv: list[str]) -> int:
           f"MLflow parent run {res['parent_run_id']} in {uri}")
     for err in res["failed"]:
         print(f"  failed trial: {err}", file=sys.stderr)
+    if not args.no_report:
+        attach_report(uri, spec.experiment, res["parent_run_id"])
     print(f"report: python -m platform.report --experiment {spec.experiment} --out DIR")
     return 0 if not res["errors"] else 1
+
+
+def attach_report(uri: str, experiment: str, parent_run_id: str) -> bool:
+    """Build the comparison report (``platform.report``) into the finished sweep's parent run
+    (artifacts ``report/``). A report that cannot be built (e.g. no λ = 0 arm, or too few
+    trials) does not fail the sweep: the reason is printed and tagged
+    (``equirl.sweep.report``)."""
+    import tempfile
+
+    import mlflow
+
+    from platform.report import build_report
+
+    client = mlflow.MlflowClient(uri)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            build_report(client, experiment, Path(tmp), parent_run_id=parent_run_id)
+    except Exception as exc:  # noqa: BLE001 (the sweep itself finished; say why, do not fail it)
+        reason = f"{type(exc).__name__}: {exc}"[:300]
+        client.set_tag(parent_run_id, "equirl.sweep.report", f"not built: {reason}")
+        print(f"report: not built ({reason}); build it with python -m platform.report", file=sys.stderr)
+        return False
+    client.set_tag(parent_run_id, "equirl.sweep.report", "report/report.md")
+    print(f"report: logged to the parent run {parent_run_id} (artifacts report/)")
+    return True
 
 
 if __name__ == "__main__":

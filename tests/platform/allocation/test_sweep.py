@@ -100,6 +100,10 @@ def test_mini_sweep_end_to_end_with_report(ray_session, mlflow_uri, tmp_path):
         base = int(k.data.params["eval_seed_base"])
         assert base >= int(k.data.params["seed"]) + 10_000  # evaluation seeds != training seeds
     assert len(eval_seeds) == 1  # every trial is evaluated on the same fixed seeds
+    # the finished sweep's parent run carries its comparison report without another command
+    auto = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
+    assert {"report/report.md", "report/comparisons.csv", "report/pareto.png"} <= auto, auto
+    assert client.get_run(parent.info.run_id).data.tags["equirl.sweep.report"] == "report/report.md"
     out = tmp_path / "report"
     assert run_main(R.main, ["--experiment", "mini", "--tracking-uri", mlflow_uri,
                              "--out", str(out)]) == 0
