@@ -679,10 +679,9 @@ def attach_report(uri: str, experiment: str, parent_run_id: str) -> bool:
     trials) does not fail the sweep: the reason is printed and tagged
     (``equirl.sweep.report``)."""
     import tempfile
+    from platform.report import build_report
 
     import mlflow
-
-    from platform.report import build_report
 
     client = mlflow.MlflowClient(uri)
     try:

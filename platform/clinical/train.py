@@ -87,9 +87,9 @@ def main(algorithm: str, argv: list[str]) -> int:
             start_step, run_id = int(state["step"]), state["run_id"]
         tags = {**tracking.run_tags("clinical", algorithm, **ray_run_info()),
                 tracking.TAG_CHECKPOINT: str(ckpt_root)}  # step folders + the `latest` marker
-        import mlflow
-
         from platform.clinical.export import default_export_dir, export_policy
+
+        import mlflow
 
         with tracking.tracked_run(run_name=run_name, run_id=run_id, tags=tags) as run:
             if run_id is None:

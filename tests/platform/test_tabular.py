@@ -17,7 +17,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
@@ -118,9 +117,11 @@ def test_cli_trains_both_models_and_logs_to_mlflow(repo_root, run_env, mlflow_ur
     assert (tags["equirl.track"], tags["equirl.algorithm"], tags["equirl.dataset"]) == (
         "tabular", "fairgrad-classifier", "kidney")
     assert len(client.get_metric_history(run.info.run_id, "fairgrad/train/task_loss")) == 3
+    from pathlib import Path
+
     import yaml
 
-    cfg = yaml.safe_load(open(client.download_artifacts(run.info.run_id, "config.yaml")).read())
+    cfg = yaml.safe_load(Path(client.download_artifacts(run.info.run_id, "config.yaml")).read_text())
     assert (cfg["dataset"], cfg["epochs"], cfg["seed"]) == ("kidney", 3, 1)  # the resolved config
 
 
@@ -139,9 +140,9 @@ def test_config_precedence_and_iterations_alias(tmp_path):
     """defaults < --config < --set < flags; --iterations sets epochs unless --epochs is given;
     the MLflow params are the tracked config fields."""
     import argparse
+    from platform.tabular import build_config
 
     from base.config import tracked_params
-    from platform.tabular import build_config
 
     cfg_file = tmp_path / "c.yaml"
     cfg_file.write_text("epochs: 4\nhidden: 8\nlr: 0.01\n")

@@ -53,7 +53,6 @@ def test_specs_gpu_counts_and_broadcast_support(rollout, gpus, broadcast):
 
 def test_specs_build_their_backend_arguments():
     import inspect
-
     from platform.clinical.models import cached_tiny_vlm
 
     tiny = str(cached_tiny_vlm())
@@ -169,8 +168,9 @@ def test_no_module_outside_a_backend_names_a_backend():
 def test_the_nd_variant_never_shows_labels_to_the_estimator(algorithm, withheld):
     """fairgrpo-nd: every training prompt reaches the estimator as 'unknown' (latent groups
     for all); fairgrpo sees the rows' demographic keys. Evaluation labels are untouched."""
-    import numpy as np
     from platform.clinical.driver import Pipeline, Step
+
+    import numpy as np
 
     from algorithms.advantages import UNKNOWN
 

@@ -72,13 +72,13 @@ def test_e2e_mlflow_metrics_and_parameters_changed(run):
     assert name in changed and len(changed) > len(init) // 2, changed
     # a run worth opening: its resolved config, a per-group table per evaluation, a figure and
     # a summary (readable group names; sizes and rates only)
-    import io
+    from pathlib import Path
+    from platform.clinical.config import ClinicalConfig
 
     import pandas as pd
     import yaml
 
     from base.config import build
-    from platform.clinical.config import ClinicalConfig
 
     client = mlflow.MlflowClient(uri)
     rid = r.info.run_id
@@ -86,13 +86,12 @@ def test_e2e_mlflow_metrics_and_parameters_changed(run):
         a.path for a in client.list_artifacts(rid, "eval/by_group")} | {
         a.path for a in client.list_artifacts(rid, "eval")}
     assert {"config.yaml", "summary.md", "eval/by_group.png", "eval/by_group/step-000002.csv"} <= names
-    cfg = yaml.safe_load(open(client.download_artifacts(rid, "config.yaml")).read())
+    cfg = yaml.safe_load(Path(client.download_artifacts(rid, "config.yaml")).read_text())
     assert build(ClinicalConfig, cfg).learner.lr == 0.01 and cfg["algorithm"] == "fairgrpo"
-    table = pd.read_csv(io.StringIO(open(client.download_artifacts(
-        rid, "eval/by_group/step-000002.csv")).read()))
+    table = pd.read_csv(client.download_artifacts(rid, "eval/by_group/step-000002.csv"))
     assert set(table.columns) >= {"group", "n", "accuracy", "f1"} and table["n"].sum() > 0
     assert all("|" in g or g == "unknown" for g in table["group"])  # F|26-50, not F_26-50
-    summary = open(client.download_artifacts(rid, "summary.md")).read()
+    summary = Path(client.download_artifacts(rid, "summary.md")).read_text()
     assert "ΔF1" in summary and "eval/by_group.png" in summary
     # the exported policy (a Hugging Face dir, from_pretrained) holds exactly the step-2 weights
     exported = dict(models.load_model(r.data.tags["equirl.model_dir"]).named_parameters())

@@ -13,8 +13,9 @@ pytest.importorskip("torch")
 
 
 def test_benchmark_runs_from_one_sft_start_and_resumes(ray_session, tmp_path, capsys):
-    import pandas as pd
     from platform.clinical.compare import main
+
+    import pandas as pd
 
     out = tmp_path / "out"
     cfg = tmp_path / "bench.yaml"

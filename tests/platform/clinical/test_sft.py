@@ -62,7 +62,6 @@ def test_the_export_scores_as_the_run_did_with_platform_evaluate(sft_run):
     process) reproduces the run's last evaluation exactly (letter-only decoding carried over
     with the spec file) and writes an MLflow run and a report without patient-level data."""
     import json
-
     from platform.clinical import models
     from platform.evaluate import main
 
@@ -89,7 +88,6 @@ def test_the_export_scores_as_the_run_did_with_platform_evaluate(sft_run):
 def test_evaluate_bad_input_exits_2_and_writes_nothing(tmp_path, run_env, repo_root):
     import subprocess
     import sys
-
     from platform.clinical.models import cached_tiny_vlm
 
     from envs.clinical import synth
