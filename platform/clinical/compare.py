@@ -252,8 +252,9 @@ def _check_same_start(history: list[dict], start: dict[str, float]) -> None:
 
 def report_only(out: Path) -> int:
     """Regenerate the report of ``out`` from its tables (no training, no MLflow)."""
-    import pandas as pd
     from platform.clinical.compare_report import write_report
+
+    import pandas as pd
 
     from base.errors import UsageError
 
