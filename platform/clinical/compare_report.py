@@ -36,6 +36,44 @@ PAPER_MEDGEMMA = {
     "fairgrpo-nd": (25.15, 11.56, .0547, .1067, .3513, 79.23),
 }
 Z_ALPHA, Z_POWER = 1.959964, 0.841621  # two-sided 5% test, 80% power
+TAIL_EVALS = 4  # the tail view: each run's mean over its last evaluations (less evaluation noise)
+TAIL_KEYS = (("ΔF1", "fairness/f1_gap", "lower"), ("PP", "fairness/pp_gap", "lower"),
+             ("exact-match acc", "eval/accuracy", "higher"))
+
+
+def tail_means(history: pd.DataFrame, k: int = TAIL_EVALS) -> pd.DataFrame:
+    """One row per (algorithm, seed): the mean of each history key over the run's last ``k``
+    evaluations after the start (step > 0), and the steps they cover."""
+    h = history[history["step"] > 0]
+    if h.empty:
+        return pd.DataFrame(columns=["algorithm", "seed"])
+    rows = []
+    for (alg, seed), sub in h.groupby(["algorithm", "seed"], sort=False):
+        steps = sorted(sub["step"].unique())[-k:]
+        last = sub[sub["step"].isin(steps)]
+        rows.append({"algorithm": alg, "seed": seed, "first_step": steps[0], "last_step": steps[-1],
+                     **last.groupby("key")["value"].mean().to_dict()})
+    return pd.DataFrame(rows)
+
+
+def tail_tests(tail: pd.DataFrame) -> dict[str, dict[str, dict[str, float]]]:
+    """Welch tests of FairGRPO against each baseline on the tail means, Holm over baselines."""
+    from platform.stats import adjust, welch
+
+    if tail.empty or REFERENCE not in set(tail["algorithm"]):
+        return {}
+    ref = tail[tail["algorithm"] == REFERENCE]
+    others = [a for a in dict.fromkeys(tail["algorithm"]) if a != REFERENCE]
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for _, k, _ in TAIL_KEYS:
+        if k not in tail:
+            continue
+        tests = [welch(ref[k].to_numpy(float), tail.loc[tail["algorithm"] == a, k].to_numpy(float))
+                 for a in others]
+        holm = adjust([t.pvalue for t in tests], "holm")
+        out[k] = {a: {"diff": float(ref[k].mean() - tail.loc[tail["algorithm"] == a, k].mean()),
+                      "p_holm": float(p)} for a, t, p in zip(others, tests, holm)}
+    return out
 
 
 def summarise(rows: pd.DataFrame, alpha: float = 0.05) -> dict[str, Any]:
@@ -117,8 +155,20 @@ def write_report(out: Path, rows: pd.DataFrame, history: pd.DataFrame, start: di
 
     summary = summarise(rows)
     checks = targets(start, rows, meta.get("hard_groups", [])) if start else []
+    tail = tail_means(history) if not history.empty else pd.DataFrame()
+    tail_summary = {}
+    if not tail.empty:
+        from dataclasses import asdict
+        from platform.stats import summarize
+
+        for a, sub in tail.groupby("algorithm", sort=False):
+            tail_summary[a] = {k: asdict(summarize(sub[k].to_numpy(float)))
+                               for _, k, _ in TAIL_KEYS if k in sub}
+    ttests = tail_tests(tail) if not tail.empty else {}
     (out / "summary.json").write_text(json.dumps(
-        {"meta": meta, "start": start, "targets": checks, **summary}, indent=2, default=float))
+        {"meta": meta, "start": start, "targets": checks, **summary,
+         "tail": {"evaluations": TAIL_EVALS, "algorithms": tail_summary, "tests": ttests}},
+        indent=2, default=float))
     if not history.empty:
         plot_step_curves(history.rename(columns={"algorithm": "arm", "step": "iteration"}),
                          [("fairness/f1_gap", "ΔF1 (held-out) ↓"), ("fairness/pp_gap", "PP gap ↓"),
@@ -154,6 +204,26 @@ def write_report(out: Path, rows: pd.DataFrame, history: pd.DataFrame, start: di
                 t = summary["tests"][k][b]
                 cells.append(f"{t['diff']:+.3f} (p={t['p_holm']:.3f}){'*' if t['significant'] else ''}")
             lines.append(f"| {b} | " + " | ".join(cells) + " |")
+    if tail_summary:
+        first, last = int(tail["first_step"].min()), int(tail["last_step"].max())
+        lines += ["", f"The same, each run's mean over its last {TAIL_EVALS} evaluations (steps "
+                  f"{first}-{last}): less noise from the one held-out split than the final step "
+                  "alone. FairGRPO minus baseline, Holm-adjusted Welch p in brackets:", "",
+                  "| algorithm | " + " | ".join(f"{c} {'↓' if d == 'lower' else '↑'}"
+                                                for c, _, d in TAIL_KEYS) + " |",
+                  "|---|" + "---|" * len(TAIL_KEYS)]
+        for a, m in tail_summary.items():
+            cells = []
+            for _, k, _ in TAIL_KEYS:
+                v = m.get(k)
+                if v is None:
+                    cells.append("n/a")
+                    continue
+                ci = f" [{v['ci_low']:.3f}, {v['ci_high']:.3f}]" if np.isfinite(v["ci_low"]) else ""
+                t = ttests.get(k, {}).get(a)
+                cells.append(f"{v['mean']:.3f}{ci}" + (f" ({t['diff']:+.3f}, p={t['p_holm']:.3f})"
+                                                       if t else ""))
+            lines.append(f"| {a} | " + " | ".join(cells) + " |")
     lines += ["", "Minimum detectable difference between two methods (two-sided 5%, power 80%, "
               "the seeds' pooled sd): " + ", ".join(
                   f"{c} {summary['mdd'][k]['mdd']:.3f}" for c, k, _ in COLUMNS

@@ -44,6 +44,11 @@ def test_benchmark_runs_from_one_sft_start_and_resumes(ray_session, tmp_path, ca
     assert (out / "curves.png").stat().st_size > 1000
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["tests"]["fairness/f1_gap"]) == {"grpo"}
+    # the tail view: each run's mean over its last evaluations after the start (steps 1-2 here)
+    gaps = hist[(hist["key"] == "fairness/f1_gap") & (hist["step"] > 0) & (hist["algorithm"] == "grpo")]
+    want = gaps.groupby("seed")["value"].mean().mean()
+    assert summary["tail"]["algorithms"]["grpo"]["fairness/f1_gap"]["mean"] == pytest.approx(want)
+    assert "last 4 evaluations (steps 1-2)" in readme and "p=" in readme
     assert summary["algorithms"]["grpo"]["fairness/f1_gap"]["n"] == 2
     # --resume with a third seed: the sft model is reused, only the two new runs train
     capsys.readouterr()
