@@ -30,10 +30,6 @@ from typing import Any
 
 from base.errors import UsageError
 
-HEADLINE = (("PP gap", "fairness/pp_gap"), ("EOD", "fairness/eod"), ("σF1", "fairness/f1_std"),
-            ("ΔF1", "fairness/f1_gap"), ("F1", "overall/f1"), ("Acc (one-vs-rest)", "overall/accuracy"),
-            ("ES-F1", "fairness/es_f1"))
-
 
 def _parser():
     from platform.cli import add_tracking_options, parser
@@ -95,12 +91,7 @@ def generate_answers(model: str, rows: list[dict[str, Any]], answer_letters: str
 
 def markdown(metrics: dict[str, float], meta: dict[str, Any]) -> str:
     """The one-page report: headline gaps with CIs, then exact-match accuracy per group."""
-    def cell(key: str) -> str:
-        v = metrics.get(key)
-        if v is None:
-            return "n/a"
-        lo, hi = metrics.get(f"{key}_ci_low"), metrics.get(f"{key}_ci_high")
-        return f"{v:.3f}" + (f" [{lo:.3f}, {hi:.3f}]" if lo is not None and hi is not None else "")
+    from platform.clinical.artifacts import headline_table
 
     lines = [f"# Evaluation of `{meta['model_name']}` on `{meta['data_name']}` ({meta['split']})", "",
              f"{meta['rows']} rows; attributes {', '.join(meta['attributes'])} (each on its own, "
@@ -109,8 +100,7 @@ def markdown(metrics: dict[str, float], meta: dict[str, Any]) -> str:
              f"({meta['bootstrap']} resamples).", "",
              f"Exact-match accuracy {metrics['eval/accuracy']:.3f}; unparseable answers "
              f"{metrics['eval/invalid_rate']:.1%}; most frequent option letter "
-             f"{metrics['eval/top_answer_share']:.1%} of the valid answers.", "", "| metric | value [95% CI] |", "|---|---|"]
-    lines += [f"| {name} | {cell(key)} |" for name, key in HEADLINE]
+             f"{metrics['eval/top_answer_share']:.1%} of the valid answers.", "", *headline_table(metrics)]
     lines += ["", "Exact-match accuracy per group (groups below the minimum size are not scored):",
               "", "| group | n | accuracy |", "|---|---|---|"]
     for g, n in sorted(meta["group_sizes"].items()):

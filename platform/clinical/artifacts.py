@@ -73,18 +73,24 @@ def _figure(tables: pd.DataFrame) -> bytes:
     return buf.getvalue()
 
 
-def summary_markdown(title: str, last: dict[str, float], table: pd.DataFrame) -> str:
+def headline_table(metrics: dict[str, float]) -> list[str]:
+    """Markdown rows of the headline metrics, each with its bootstrap CI when logged (also
+    ``platform.evaluate``'s report)."""
     def cell(key: str) -> str:
-        v = last.get(key)
+        v = metrics.get(key)
         if v is None or not math.isfinite(v):
             return "n/a"
-        lo, hi = last.get(f"{key}_ci_low"), last.get(f"{key}_ci_high")
+        lo, hi = metrics.get(f"{key}_ci_low"), metrics.get(f"{key}_ci_high")
         return f"{v:.3f}" + (f" [{lo:.3f}, {hi:.3f}]" if lo is not None and hi is not None else "")
 
+    return ["| metric | value [95% CI] |", "|---|---|"] + [
+        f"| {name} | {cell(key)} |" for name, key in HEADLINE]
+
+
+def summary_markdown(title: str, last: dict[str, float], table: pd.DataFrame) -> str:
     lines = [f"# {title}", "", "Last held-out evaluation; the FairGRPO authors' definitions "
              "(docs/fairness-metrics.md), 95% bootstrap CIs over held-out rows where logged.", "",
-             "| metric | value |", "|---|---|"]
-    lines += [f"| {name} | {cell(key)} |" for name, key in HEADLINE]
+             *headline_table(last)]
     if len(table):
         cols = [c for c in table.columns if c != "step"]
         lines += ["", "Per group (sex | age band), held-out:", "", "| " + " | ".join(cols) + " |",
