@@ -65,10 +65,13 @@ ui: install
 
 # PYTHONPATH (this repo before the stdlib `platform`) and PATH (.venv first) are inherited by
 # every job driver and worker the head starts, so jobs need no --working-dir.
+# RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0: Ray's single-machine mode, the only way Ray 2.60 keeps
+# every server (GCS, raylet, agents) on 127.0.0.1 (platform.cluster.loopback_only); this head
+# takes no other nodes. A multi-node cluster is `ray up clusters/gpu.yaml`.
 HEAD_ARGS ?=
 head: install
 	PYTHONPATH=$(CURDIR) PATH=$(CURDIR)/$(VENV)/bin:$$PATH VIRTUAL_ENV=$(CURDIR)/$(VENV) \
-	  $(VENV)/bin/ray start --head --node-ip-address 127.0.0.1 --dashboard-host 127.0.0.1 \
+	  RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 $(VENV)/bin/ray start --head --node-ip-address 127.0.0.1 --dashboard-host 127.0.0.1 \
 	  --include-dashboard true --disable-usage-stats $(HEAD_ARGS)
 	@echo "submit from the repo root (venv activated): ray job submit -- python -m platform.train fairgrpo"
 

@@ -10,11 +10,15 @@
 * ``init_ray()`` connects to ``address`` or ``RAY_ADDRESS`` (a job driver on a cluster),
   otherwise starts a private local instance (``address="local"``), never silently joining
   an unrelated cluster started on the same machine.
+* A private local instance listens on 127.0.0.1 only (:func:`loopback_only`): Ray 2.60
+  otherwise binds its GCS, raylet and agent servers on all interfaces.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +65,40 @@ def worker_runtime_env(extra_env: dict[str, str] | None = None) -> dict[str, Any
     return {"env_vars": env}
 
 
+# Ray's "no cluster" switch (ray/_private/ray_constants.py, ENABLE_RAY_CLUSTER).
+SINGLE_NODE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+@contextmanager
+def loopback_only() -> Iterator[None]:
+    """Start Ray's servers on 127.0.0.1 only, for a single-machine instance.
+
+    Ray 2.60 turns a node address of 127.0.0.1 into the machine's routable address
+    (``services.resolve_ip_for_localhost``), then binds the GCS, raylet and object-manager
+    gRPC servers on all interfaces, and the dashboard and runtime-env agents on that
+    address. Measured on a head started with ``--node-ip-address 127.0.0.1``: 6 of 7
+    listening sockets were not loopback. Its single-machine mode (``SINGLE_NODE_ENV=0``,
+    meant for macOS and Windows) keeps the node at 127.0.0.1, and every server then binds
+    loopback. The processes Ray starts inherit the variable. The driver read the constant
+    when it imported ray, so it is set on the module here and restored afterwards. Never
+    for a multi-node cluster, whose nodes must reach each other; an explicit user setting
+    wins.
+    """
+    from ray._private import ray_constants
+
+    if SINGLE_NODE_ENV in os.environ:  # the user's choice
+        yield
+        return
+    saved = ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[SINGLE_NODE_ENV] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved
+        os.environ.pop(SINGLE_NODE_ENV, None)
+
+
 def init_ray(address: str | None = None, num_cpus: int | None = None, **kwargs: Any):
     """Start or connect to Ray with hygiene and import paths; idempotent."""
     apply_hygiene()
@@ -74,12 +112,13 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, **kwargs: 
         return ray.init(address=address, log_to_driver=kwargs.pop("log_to_driver", True), **kwargs)
     kwargs.setdefault("include_dashboard", False)
     kwargs.setdefault("log_to_driver", False)
-    return ray.init(
-        address="local",
-        num_cpus=num_cpus,
-        runtime_env=kwargs.pop("runtime_env", None) or worker_runtime_env(),
-        **kwargs,
-    )
+    with loopback_only():
+        return ray.init(
+            address="local",
+            num_cpus=num_cpus,
+            runtime_env=kwargs.pop("runtime_env", None) or worker_runtime_env(),
+            **kwargs,
+        )
 
 
 def ray_run_info() -> dict[str, str]:

@@ -25,6 +25,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
+from test_loopback import LOOPBACK, listening, process_tree
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -72,6 +73,26 @@ def _kill_head(head: subprocess.Popen, gcs_port: int) -> None:
         head.wait(timeout=15)
     except subprocess.TimeoutExpired:
         head.kill()
+
+
+def _make_head_env(repo_root: Path) -> dict[str, str]:
+    """The ``NAME=value`` assignments of the Makefile's ``head`` recipe that are not paths."""
+    recipe = (repo_root / "Makefile").read_text().split("\nhead:", 1)[1].split("\n\n", 1)[0]
+    env = dict(re.findall(r"\b(RAY_[A-Z_]+)=(\S+)", recipe))
+    assert env.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") == "0", recipe  # Ray on loopback
+    return env
+
+
+def _gcs_tree(gcs_port: int) -> set[int]:
+    """Processes of the head that ``ray start`` daemonised (their command line names its GCS)."""
+    import psutil
+
+    pids: set[int] = set()
+    for p in psutil.process_iter(["cmdline"]):
+        cmd = " ".join(p.info.get("cmdline") or [])
+        if f":{gcs_port}" in cmd or f"--gcs_server_port={gcs_port}" in cmd:
+            pids |= process_tree(p.pid)
+    return pids
 
 
 def _wait_http(url: str, timeout: float) -> None:
@@ -123,7 +144,8 @@ def test_ray_job_submit_trains_and_logs_to_mlflow(repo_root, run_env, tmp_path):
     env.update(VIRTUAL_ENV=str(Path(venv_bin).parent),  # what `source .venv/bin/activate` does
                PATH=os.pathsep.join([venv_bin, env.get("PATH", os.defpath)]))
     env.pop("PYTHONPATH", None)  # a user's shell has none; only the head gets the repo ...
-    head_env = {**env, "PYTHONPATH": str(repo_root)}  # ... as `make head` (and the image) sets it
+    # ... as `make head` (and the image) sets it; `make head` also keeps Ray on loopback
+    head_env = {**env, "PYTHONPATH": str(repo_root), **_make_head_env(repo_root)}
     log = (tmp_path / "head.log").open("w")
     head = subprocess.Popen(
         [ray_bin, "start", "--head", "--block", "--num-cpus", "2", "--node-ip-address", "127.0.0.1",
@@ -160,6 +182,12 @@ def test_ray_job_submit_trains_and_logs_to_mlflow(repo_root, run_env, tmp_path):
             "platform.sweep", "group-robust-ppo", "--scenarios", "rural", "--lambdas", "0,0.3",
             "--seeds", "1", "--iterations", "1", "--tracking-uri", f"sqlite:///{db}",
             "--experiment", "job-sweep", "--set", "num_env_runners=0", *tiny])
+        # privacy: every server of the head (GCS, raylet, dashboard, agents, the workers
+        # the jobs left) listens on 127.0.0.1 only
+        socks = listening(process_tree(head.pid) | _gcs_tree(gcs))
+        assert {gcs, dash} <= {p for _, p, _ in socks}, socks
+        exposed = [s for s in socks if s[0] not in LOOPBACK]
+        assert not exposed, f"the head listens beyond loopback: {exposed}"
     finally:
         _kill_head(head, gcs)
         log.close()
@@ -178,8 +206,7 @@ def test_ray_job_submit_trains_and_logs_to_mlflow(repo_root, run_env, tmp_path):
     assert Path(run.data.tags["equirl.checkpoint"]).is_dir()
     # the job's driver attached to the head started above (a driver that fell back to a
     # private local Ray would record that instance's own GCS address)
-    # (the host part is the machine's address as Ray resolves it; the port is the head's)
-    assert run.data.tags["equirl.ray_gcs_address"].rsplit(":", 1)[1] == str(gcs)
+    assert run.data.tags["equirl.ray_gcs_address"] == f"127.0.0.1:{gcs}"
 
     runs = mlf.search_runs([mlf.get_experiment_by_name("job-sweep").experiment_id])
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]

@@ -64,7 +64,7 @@ def ui(tmp_path_factory, repo_root):
             url = line.split(": ", 1)[1].strip()
             break
     assert url and url.startswith("http://127.0.0.1:"), "".join(lines)
-    yield {"url": url, **ids}
+    yield {"url": url, "pid": proc.pid, **ids}
     os.killpg(proc.pid, signal.SIGINT)  # platform.ui stops its mlflow server on Ctrl-C
     try:
         proc.wait(timeout=30)
@@ -94,6 +94,17 @@ def _shot(pg, tmp_path: Path, repo_root: Path, name: str) -> Path:
     shutil.copy(path, keep / name)
     assert path.stat().st_size > 10_000  # a rendered page, not an empty image
     return path
+
+
+def test_ui_listens_on_loopback_only(ui):
+    """Privacy: the MLflow server (and its uvicorn workers) is reachable from this machine only."""
+    from test_loopback import LOOPBACK, listening, process_tree
+
+    socks = listening(process_tree(ui["pid"]))
+    port = int(ui["url"].rsplit(":", 1)[1])
+    assert port in {p for _, p, _ in socks}, socks
+    exposed = [s for s in socks if s[0] not in LOOPBACK]
+    assert not exposed, f"the UI listens beyond loopback: {exposed}"
 
 
 def test_experiment_page_lists_sweep_runs(ui, page, tmp_path, repo_root):
