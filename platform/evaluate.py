@@ -14,7 +14,8 @@ the intersectional view). Outputs:
   min group size, resamples; the metrics; tag ``equirl.command=evaluate``);
 * ``<out>/report.json`` (every metric plus the run's settings) and ``<out>/report.md``
   (headline gaps with CIs, the per-group table; groups smaller than ``--min-group-size`` are
-  marked, not scored). Only aggregates: no row, image or answer leaves the process.
+  marked, not scored; groups under ``--report-min-size`` rows, default 10, show their size but
+  not their accuracy). Only aggregates: no row, image or answer leaves the process.
 
 Bad input (a missing model dir or file, an empty split, an unknown attribute, a bad option)
 -> ``error: ...`` and exit code 2 before any run or file is written.
@@ -42,6 +43,9 @@ def _parser():
                    help="comma-separated sensitive attributes, each evaluated on its own")
     p.add_argument("--min-group-size", type=int, default=1,
                    help="smaller groups are marked too small and left out of the gaps (default 1)")
+    p.add_argument("--report-min-size", type=int, default=10,
+                   help="privacy: report.md withholds the accuracy of groups with fewer rows "
+                        "(their size stays; default 10)")
     p.add_argument("--bootstrap", type=int, default=200,
                    help="bootstrap resamples of the rows for the CIs (0 = none)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
@@ -60,6 +64,8 @@ def _parser():
 def _check(args) -> None:
     if args.min_group_size < 1:
         raise UsageError(f"--min-group-size: {args.min_group_size} must be >= 1")
+    if args.report_min_size < 1:
+        raise UsageError(f"--report-min-size: {args.report_min_size} must be >= 1")
     if args.bootstrap != 0 and args.bootstrap < 10:
         raise UsageError(f"--bootstrap: {args.bootstrap} must be 0 (none) or >= 10")
     if args.batch_size < 1 or args.max_new_tokens < 1:
@@ -101,13 +107,15 @@ def markdown(metrics: dict[str, float], meta: dict[str, Any]) -> str:
              f"Exact-match accuracy {metrics['eval/accuracy']:.3f}; unparseable answers "
              f"{metrics['eval/invalid_rate']:.1%}; most frequent option letter "
              f"{metrics['eval/top_answer_share']:.1%} of the valid answers.", "", *headline_table(metrics)]
-    lines += ["", "Exact-match accuracy per group (groups below the minimum size are not scored):",
-              "", "| group | n | accuracy |", "|---|---|---|"]
+    lines += ["", "Exact-match accuracy per group (groups below the minimum size are not scored; "
+              f"the accuracy of groups under {meta['report_min_size']} rows is withheld for "
+              "privacy):", "", "| group | n | accuracy |", "|---|---|---|"]
     for g, n in sorted(meta["group_sizes"].items()):
         acc = metrics.get(f"eval/by_group/{g}/accuracy")
-        small = n < meta["min_group_size"]
         label = g.replace("|", "\\|")  # a table cell
-        lines.append(f"| {label} | {n} | {'too small' if small or acc is None else f'{acc:.3f}'} |")
+        cell = ("too small" if n < meta["min_group_size"] or acc is None else
+                "withheld" if n < meta["report_min_size"] else f"{acc:.3f}")
+        lines.append(f"| {label} | {n} | {cell} |")
     return "\n".join(lines) + "\n"
 
 
@@ -138,7 +146,8 @@ def clinical(argv: list[str]) -> int:
     sizes = groups.value_counts().to_dict()
     meta = {"model": str(model), "model_name": model.name, "data": str(args.data),
             "data_name": Path(args.data).name, "split": args.split, "rows": len(rows),
-            "attributes": attrs, "min_group_size": args.min_group_size, "bootstrap": args.bootstrap,
+            "attributes": attrs, "min_group_size": args.min_group_size,
+            "report_min_size": args.report_min_size, "bootstrap": args.bootstrap,
             "answer_only": letters_on, "group_sizes": {str(k): int(v) for k, v in sizes.items()}}
     uri, _ = tracking.setup(args.tracking_uri, args.experiment)
     import mlflow

@@ -370,6 +370,10 @@ class ClinicalConfig:
     eval_min_group_size: int = option(
         1, "held-out groups smaller than this are reported as too small and left out of the "
         "gaps (1 = every group counts, the FairGRPO authors' evaluation)")
+    report_min_group_size: int = option(
+        10, "privacy: the per-group tables, figure and summary (eval/by_group/*.csv, "
+        "eval/by_group.png, summary.md) withhold the rates of held-out groups with fewer "
+        "patients than this, keeping their size (the logged metrics and gaps use every group)")
     eval_bootstrap: int = option(
         200, "bootstrap resamples of the held-out rows for the CIs of the headline gaps "
         "(fairness/<gap>_ci_low/_high) at each evaluation; 0 = none")
@@ -405,6 +409,8 @@ class ClinicalConfig:
         require(self.checkpoint_every >= 0, "checkpoint_every", f"{self.checkpoint_every} must be >= 0")
         require(self.eval_min_group_size >= 1, "eval_min_group_size",
                 f"{self.eval_min_group_size} must be >= 1")
+        require(self.report_min_group_size >= 1, "report_min_group_size",
+                f"{self.report_min_group_size} must be >= 1")
         require(self.eval_bootstrap == 0 or self.eval_bootstrap >= 10, "eval_bootstrap",
                 f"{self.eval_bootstrap} must be 0 (off) or >= 10")
         sup = self.supervised

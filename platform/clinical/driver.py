@@ -500,7 +500,7 @@ def train(pipe: Pipeline, start_step: int, run_id: str, ckpt_root: str,
         pipe.sync(0)  # the workers hold the start weights already; this makes it certain
         first = last_eval = {**pipe.evaluate(0), "time/evaluate": time.perf_counter() - t0}
         tracking.log_metrics(first, step=0)
-        tables.append(artifacts.log_evaluation(first, 0))
+        tables.append(artifacts.log_evaluation(first, 0, cfg.report_min_group_size))
         print(progress_line(0, cfg.iterations, first, 0.0, 1), flush=True)
     for number in range(start_step + 1, cfg.iterations + 1):
         times: dict[str, float] = {}
@@ -535,13 +535,13 @@ def train(pipe: Pipeline, start_step: int, run_id: str, ckpt_root: str,
         if logged_through is None or number > logged_through:
             tracking.log_metrics(metrics, step=number)
             if "eval/accuracy" in metrics:
-                tables.append(artifacts.log_evaluation(metrics, number))
+                tables.append(artifacts.log_evaluation(metrics, number, cfg.report_min_group_size))
                 last_eval = metrics
         print(progress_line(number, cfg.iterations, metrics, time.perf_counter() - t_start,
                             number - start_step), flush=True)
     if tables:
         artifacts.log_summary(f"{cfg.algorithm}, seed {cfg.seed}: step {cfg.iterations}",
-                              tables, last_eval)
+                              tables, last_eval, cfg.report_min_group_size)
     return metrics
 
 

@@ -46,8 +46,10 @@ def score_answers(rows: Sequence[dict[str, Any]], texts: Sequence[str], attribut
            "eval/top_answer_share": top / max(len(letters), 1)}
     frame = pd.DataFrame(list(rows))
     inter = group_keys(frame, list(attributes)).tolist()
-    for g in sorted(set(inter)):  # exact-match accuracy per intersectional group
-        out[f"eval/by_group/{g}/accuracy"] = float(hit[np.array(inter) == g].mean())
+    for g in sorted(set(inter)):  # exact-match accuracy and size per intersectional group
+        mask = np.array(inter) == g
+        out[f"eval/by_group/{g}/accuracy"] = float(hit[mask].mean())
+        out[f"eval/by_group/{g}/n"] = float(mask.sum())
     sens = pd.DataFrame({a: [None if g == UNKNOWN else g for g in group_keys(frame, [a])]
                          for a in attributes})
     kw = dict(labels=sorted({str(o) for r in rows for o in r["options"]} | {INVALID}),

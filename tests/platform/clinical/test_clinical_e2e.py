@@ -3,6 +3,8 @@ world size 2 on CPU (gloo), 2 training steps, MLflow checked; then ``--resume`` 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -15,9 +17,26 @@ ARGS = ["--set", "data.prompts_per_step=4", "--set", "rollout.group_size=4",
         "--set", "learner.lr=0.01", "--experiment", "clinical-e2e", "--run-name", "e2e"]
 
 
+def canary_dataset(out: Path) -> Path:
+    """The default synthetic data with values a scan can find: unique row ids and fractional
+    ages (integer - 0.377131: every age band stays the same, and a metric value that happens
+    to share 6 decimals with an age is unlikely)."""
+    import pandas as pd
+
+    from envs.clinical import synth
+    from envs.clinical.dataset import save_dataset
+
+    df = pd.read_parquet(synth.default_dataset_path() / "data.parquet")
+    df["id"] = [f"pt-canary-{i:05d}-q7" for i in range(len(df))]
+    df["age"] = [round(a - 0.377131, 6) if a == a else a for a in df["age"]]
+    save_dataset(df, out / "data.parquet")
+    return out / "data.parquet"
+
+
 @pytest.fixture(scope="module")
 def run(ray_session, tmp_path_factory):
-    """One 2-step fairgrpo run; returns (tracking uri, checkpoint dir, run)."""
+    """One 2-step fairgrpo run on the canary copy of the default data; returns (tracking
+    uri, checkpoint dir, run, argv)."""
     from platform.clinical.train import main
 
     import mlflow
@@ -25,7 +44,8 @@ def run(ray_session, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("clinical-e2e")
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
     ck = tmp / "ck"
-    argv = ARGS + ["--iterations", "2", "--tracking-uri", uri, "--set", f"checkpoint_dir={ck}"]
+    argv = ARGS + ["--iterations", "2", "--tracking-uri", uri, "--set", f"checkpoint_dir={ck}",
+                   "--data", str(canary_dataset(tmp))]
     assert main("fairgrpo", argv) == 0
     client = mlflow.MlflowClient(uri)
     exp = client.get_experiment_by_name("clinical-e2e")
@@ -72,7 +92,6 @@ def test_e2e_mlflow_metrics_and_parameters_changed(run):
     assert name in changed and len(changed) > len(init) // 2, changed
     # a run worth opening: its resolved config, a per-group table per evaluation, a figure and
     # a summary (readable group names; sizes and rates only)
-    from pathlib import Path
     from platform.clinical.config import ClinicalConfig
 
     import pandas as pd
@@ -91,11 +110,60 @@ def test_e2e_mlflow_metrics_and_parameters_changed(run):
     table = pd.read_csv(client.download_artifacts(rid, "eval/by_group/step-000002.csv"))
     assert set(table.columns) >= {"group", "n", "accuracy", "f1"} and table["n"].sum() > 0
     assert all("|" in g or g == "unknown" for g in table["group"])  # F|26-50, not F_26-50
+    # privacy: groups under report_min_group_size (default 10) keep their size, not their rates
+    assert (table["withheld"] == (table["n"] < 10)).all(), table
+    assert table.loc[table["withheld"], "accuracy"].isna().all()
+    assert table.loc[~table["withheld"], "accuracy"].notna().all()
     summary = Path(client.download_artifacts(rid, "summary.md")).read_text()
     assert "ΔF1" in summary and "eval/by_group.png" in summary
     # the exported policy (a Hugging Face dir, from_pretrained) holds exactly the step-2 weights
     exported = dict(models.load_model(r.data.tags["equirl.model_dir"]).named_parameters())
     assert all(torch.equal(exported[k].detach(), state[k].float()) for k in init), "export != step 2"
+
+
+def _leaks(texts: list[str], blobs: list[bytes], df) -> list[str]:
+    """Patient-level values of ``df`` found in ``texts`` or ``blobs``: row ids, ages (as
+    text or as a metric value), image bytes (a 32-byte slice of each image)."""
+    haystack = "\n".join(texts) + "\n".join(b.decode("utf-8", "replace") for b in blobs)
+    found = [f"id {i}" for i in df["id"] if i in haystack]
+    ages = {float(a) for a in df["age"] if a == a}
+    found += [f"age {a!r}" for a in sorted(ages) if repr(a) in haystack]
+    for img in (bytes(b) for b in df["image"] if b is not None):
+        piece = img[len(img) // 2:len(img) // 2 + 32]
+        if any(piece in b for b in blobs):
+            found.append(f"image bytes ({len(img)} B)")
+    return found
+
+
+def test_the_run_record_holds_no_patient_level_data(run, tmp_path):
+    """Privacy (issue 17 item 9): the whole MLflow record (params, tags, metric names and
+    values, dataset inputs, every artifact) and the exported model hold no row id, no age and
+    no image bytes of the training data."""
+    import pandas as pd
+
+    import mlflow
+
+    uri, _, r, argv = run
+    df = pd.read_parquet(argv[argv.index("--data") + 1])
+    client = mlflow.MlflowClient(uri)
+    rec = client.get_run(r.info.run_id)
+    texts = [*rec.data.params, *rec.data.params.values(), *rec.data.tags, *rec.data.tags.values(),
+             *rec.data.metrics, *(repr(v) for v in rec.data.metrics.values())]
+    for name in rec.data.metrics:  # every logged value, not only the last
+        texts += [repr(m.value) for m in client.get_metric_history(r.info.run_id, name)]
+    for di in rec.inputs.dataset_inputs if rec.inputs else ():
+        texts += [di.dataset.name, di.dataset.source, di.dataset.schema or "", di.dataset.profile or ""]
+    root = Path(client.download_artifacts(r.info.run_id, "", dst_path=str(tmp_path / "art")))
+    files = [f for f in root.rglob("*") if f.is_file()]
+    files += [f for f in Path(rec.data.tags["equirl.model_dir"]).rglob("*") if f.is_file()]
+    assert {"config.yaml", "summary.md"} <= {f.name for f in files} and len(files) > 8
+    texts += [str(f) for f in files]
+    blobs = [f.read_bytes() for f in files if f.stat().st_size < 50_000_000]
+    assert _leaks(texts, blobs, df) == []
+    # the scan finds a leak when there is one: an id in a tag, an age as a metric, an image
+    planted = _leaks(texts + [df["id"].iloc[7], repr(float(df["age"].dropna().iloc[3]))],
+                     blobs + [bytes(df["image"].iloc[5])], df)
+    assert len(planted) == 3, planted
 
 
 def test_export_any_checkpoint_as_a_model_dir(run, tmp_path):

@@ -451,3 +451,24 @@ def test_engine_runtime_env_runs_engines_under_the_vllm_python(monkeypatch):
     assert env["py_executable"] == "/opt/vllm/bin/python" and env["env_vars"]["A"] == "1"
     assert str(REPO_ROOT) in env["env_vars"]["PYTHONPATH"].split(":")
     assert engine_runtime_env(None, "/other/python")["py_executable"] == "/other/python"
+
+
+def test_small_groups_rates_are_withheld_in_tables_and_summary():
+    """Privacy: a group under ``report_min_group_size`` keeps its size, loses its rates."""
+    from platform.clinical import artifacts
+
+    metrics = {"eval/by_group/F|<=25/accuracy": 1.0, "eval/by_group/M|26-50/accuracy": 0.625,
+               "fairness/by_group/sex&age_band=F|<=25/n": 3.0,
+               "fairness/by_group/sex&age_band=F|<=25/f1": 1.0,
+               "fairness/by_group/sex&age_band=M|26-50/n": 40.0,
+               "fairness/by_group/sex&age_band=M|26-50/f1": 0.5}
+    table = artifacts.group_table(metrics, step=7, min_size=10).set_index("group")
+    assert table.loc["F|<=25", "withheld"] and not table.loc["M|26-50", "withheld"]
+    assert table.loc["F|<=25", "n"] == 3 and table.loc["F|<=25", ["accuracy", "f1"]].isna().all()
+    assert table.loc["M|26-50", "accuracy"] == 0.625 and table.loc["M|26-50", "f1"] == 0.5
+    text = artifacts.summary_markdown("t", metrics, table.reset_index(), min_size=10)
+    rows = {line.split(" | ")[0]: line for line in text.splitlines() if line.startswith("| ")}
+    assert rows["| F\\|<=25"] == "| F\\|<=25 | 3 | withheld | withheld |", rows
+    assert "0.625" in rows["| M\\|26-50"] and "under 10 patients" in text
+    # min_size 1 (the authors' evaluation, every group reported) withholds nothing
+    assert not artifacts.group_table(metrics, step=7)["withheld"].any()

@@ -79,6 +79,12 @@ def test_the_export_scores_as_the_run_did_with_platform_evaluate(sft_run):
     assert rep["metrics"]["fairness/f1_gap_ci_low"] <= rep["metrics"]["fairness/f1_gap_ci_high"]
     text = (out / "report.md").read_text() + (out / "report.json").read_text()
     assert "ΔF1" in text and "synth-cxr-0" not in text  # aggregates only: no row ids
+    # privacy: groups under --report-min-size (default 10) show their size, not their accuracy
+    cells = [line.split(" | ") for line in (out / "report.md").read_text().splitlines()
+             if line.startswith("| ") and line.count(" | ") == 2 and "group" not in line]
+    sizes = {int(c[1]) for c in cells}
+    assert min(sizes) < 10 <= max(sizes), cells  # both kinds are there
+    assert all((c[2].rstrip(" |") == "withheld") == (int(c[1]) < 10) for c in cells), cells
     client = mlflow.MlflowClient(uri)
     (ev,) = client.search_runs([client.get_experiment_by_name("evaluate").experiment_id])
     assert ev.info.status == "FINISHED" and ev.data.params["split"] == "test"
