@@ -139,9 +139,8 @@ def test_the_run_record_holds_no_patient_level_data(run, tmp_path):
     """Privacy (issue 17 item 9): the whole MLflow record (params, tags, metric names and
     values, dataset inputs, every artifact) and the exported model hold no row id, no age and
     no image bytes of the training data."""
-    import pandas as pd
-
     import mlflow
+    import pandas as pd
 
     uri, _, r, argv = run
     df = pd.read_parquet(argv[argv.index("--data") + 1])
