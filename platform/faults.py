@@ -1,10 +1,13 @@
 """Fault injection for the crash tests: ``EQUIRL_FAULT=<point>@<n>`` makes :func:`check` raise
-:class:`InjectedFault` the ``n``-th time ``<point>`` is reached in this process.
+:class:`InjectedFault` the ``n``-th time ``<point>`` is reached in this process;
+``EQUIRL_FAULT=<point>@<n>:kill`` sends the process SIGKILL there instead (no handler, no
+cleanup: a driver killed by the OOM killer or a lost machine).
 
 Points, each reached once per step of its loop:
 
 * ``clinical.<stage>`` — the clinical driver (:func:`platform.clinical.driver.train`), before
-  the stage ``rollout``, ``reward``, ``advantage``, ``update``, ``sync`` or ``data`` (sft);
+  the stage ``rollout``, ``reward``, ``advantage``, ``update``, ``sync``, ``data`` (sft) or
+  ``checkpoint`` (after the step's metrics are logged, before its checkpoint is written);
 * ``allocation.iteration`` — the allocation loop (:func:`platform.allocation.loop.iterate`),
   after an iteration's ``algo.train()``;
 * ``tabular.epoch`` — the tabular FairGrad trainer, before an epoch.
@@ -17,6 +20,7 @@ leaves nothing RUNNING (``tests/platform/test_crash.py``).
 from __future__ import annotations
 
 import os
+import signal
 from collections import Counter
 
 ENV = "EQUIRL_FAULT"
@@ -34,5 +38,8 @@ def check(point: str) -> None:
         return
     _seen[point] += 1
     name, _, at = spec.partition("@")
+    at, _, action = at.partition(":")
     if name == point and _seen[point] == int(at or 1):
+        if action == "kill":
+            os.kill(os.getpid(), signal.SIGKILL)
         raise InjectedFault(f"{ENV}={spec}: injected fault at {point} (visit {_seen[point]})")

@@ -527,16 +527,20 @@ def train(pipe: Pipeline, start_step: int, run_id: str, ckpt_root: str,
         if evaluate:
             with timed(times, "evaluate"):
                 step.metrics.update(pipe.evaluate(number))
-        if _due(number, cfg.checkpoint_every, cfg.iterations):
-            with timed(times, "checkpoint"):
-                checkpoint.save(ckpt_root, number, pipe.learners, pipe.state_dict(number, run_id))
-        times["time/step"] = time.perf_counter() - t0
+        times["time/step"] = time.perf_counter() - t0  # the step's work, its checkpoint aside
         metrics = pipe.step_metrics(step, times)
-        if logged_through is None or number > logged_through:
+        new = logged_through is None or number > logged_through
+        if new:  # log, then checkpoint: a driver killed in between replays this step from the
+            # previous checkpoint on --resume, and the replay is not logged again
             tracking.log_metrics(metrics, step=number)
             if "eval/accuracy" in metrics:
                 tables.append(artifacts.log_evaluation(metrics, number, cfg.report_min_group_size))
                 last_eval = metrics
+        if _due(number, cfg.checkpoint_every, cfg.iterations):
+            with timed(times, "checkpoint"):
+                checkpoint.save(ckpt_root, number, pipe.learners, pipe.state_dict(number, run_id))
+            if new:
+                tracking.log_metrics({"time/checkpoint": times["time/checkpoint"]}, step=number)
         print(progress_line(number, cfg.iterations, metrics, time.perf_counter() - t_start,
                             number - start_step), flush=True)
     if tables:
