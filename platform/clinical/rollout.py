@@ -18,13 +18,19 @@ from platform.clinical.generation import GenerationRequest, GenerationResult
 from typing import Any
 
 
+class GenerateTimeout(RuntimeError):
+    """A rollout worker did not answer ``generate`` in time and could not be replaced."""
+
+
 @dataclass
 class RolloutPool:
     """Driver-side handle over ``num_workers`` rollout actors.
 
     ``generate(req)`` shards the prompts, and if a worker dies mid-call waits for Ray to
     restart it (up to ``max_restarts``), re-sends the latest weights and retries that shard,
-    so no prompt of the step is lost.
+    so no prompt of the step is lost. A worker that does not answer within ``timeout_s``
+    (stopped, hung) is killed and replaced the same way; once the restarts are used up,
+    :class:`GenerateTimeout` names it.
     """
 
     backend: str
@@ -126,8 +132,15 @@ class RolloutPool:
         return result
 
     def generate(self, req: GenerationRequest) -> GenerationResult:
+        import sys
+
         import ray
-        from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
+        from ray.exceptions import (
+            ActorDiedError,
+            ActorUnavailableError,
+            GetTimeoutError,
+            RayActorError,
+        )
 
         shards = req.shard(len(self.workers))
         pending = {k: self.workers[k].generate.remote(sub) for k, (_, sub) in enumerate(shards)}
@@ -138,10 +151,20 @@ class RolloutPool:
             try:
                 results[k] = ray.get(ref, timeout=self.timeout_s)
                 del pending[k]
-            except (RayActorError, ActorDiedError, ActorUnavailableError):
+            except (RayActorError, ActorDiedError, ActorUnavailableError, GetTimeoutError) as exc:
+                stuck = isinstance(exc, GetTimeoutError)
                 attempts += 1
                 if attempts > self.max_restarts * len(self.workers):
+                    if stuck:
+                        raise GenerateTimeout(
+                            f"rollout-worker-{k}: generate did not return within "
+                            f"rollout.timeout_s={self.timeout_s:g} s and the restarts are used up "
+                            f"(rollout.max_restarts={self.max_restarts})") from None
                     raise
+                if stuck:  # stopped or hung: replace it as if it had died
+                    print(f"rollout-worker-{k}: no answer to generate within {self.timeout_s:g} s;"
+                          " killing it for a restart", file=sys.stderr, flush=True)
+                    ray.kill(self.workers[k], no_restart=False)
                 self.restarts += 1
                 self._resync(k)
                 pending[k] = self.workers[k].generate.remote(shards[k][1])

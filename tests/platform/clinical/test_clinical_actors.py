@@ -153,6 +153,51 @@ def test_killed_rollout_worker_is_restarted_and_step_retried(actors):
     assert got.token_ids == expected.token_ids and got.logprobs == expected.logprobs
 
 
+def test_a_stopped_rollout_worker_is_named_or_replaced_within_the_timeout(actors):
+    """Issue 17 item 4: SIGSTOP a rollout worker. Weight sync fails within its timeout naming
+    it; generate replaces it (kill, Ray restart, weights re-sent) and returns the same samples;
+    with no restart left, generate fails within its timeout naming it. Nothing hangs."""
+    from platform.clinical.rollout import GenerateTimeout
+    from platform.clinical.weight_sync import WeightSyncTimeout
+
+    pool, learners = actors
+    weights = learners.full_weights()
+    pool.load_weights(weights, version=7)
+    req = _request(4, 4, 16, seed=11)
+    expected = pool.generate(req)
+    saved = pool.timeout_s, pool.max_restarts
+    pool.timeout_s = 20.0
+    victim = pool.pids()[1]
+    os.kill(victim, signal.SIGSTOP)
+    try:
+        start = time.perf_counter()
+        with pytest.raises(WeightSyncTimeout, match="rollout-worker-1"):
+            pool.load_weights(weights, version=8)
+        assert time.perf_counter() - start < 20.0 + 15.0
+        restarts = pool.restarts
+        start = time.perf_counter()
+        got = pool.generate(req)  # worker 1 is killed, restarted and given version 8
+        assert time.perf_counter() - start < 20.0 + 90.0
+        assert pool.restarts == restarts + 1 and victim not in pool.pids()
+        assert got.token_ids == expected.token_ids and got.logprobs == expected.logprobs
+        # no restart left: a stuck worker ends the step with an error naming it
+        victim = pool.pids()[0]
+        pool.max_restarts = 0
+        os.kill(victim, signal.SIGSTOP)
+        start = time.perf_counter()
+        with pytest.raises(GenerateTimeout, match="rollout-worker-0"):
+            pool.generate(req)
+        assert time.perf_counter() - start < 20.0 + 15.0
+    finally:
+        pool.timeout_s, pool.max_restarts = saved
+        for pid in (victim,):
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+    assert pool.generate(req).token_ids == expected.token_ids  # the pool works on
+
+
 def test_two_learners_update_as_one_under_zero2_and_zero3(actors):
     """The same batch, two updates: 1 learner (2 micro-batches) and 2 learners (ZeRO-2, ZeRO-3)
     reach the same loss and gradient norm (relative 1e-5 / 1e-4: float32 round-off of another
