@@ -1,13 +1,17 @@
 """Fault injection for the crash tests: ``EQUIRL_FAULT=<point>@<n>`` makes :func:`check` raise
 :class:`InjectedFault` the ``n``-th time ``<point>`` is reached in this process;
 ``EQUIRL_FAULT=<point>@<n>:kill`` sends the process SIGKILL there instead (no handler, no
-cleanup: a driver killed by the OOM killer or a lost machine).
+cleanup: a driver killed by the OOM killer or a lost machine), ``:stop`` SIGSTOP (a process
+that hangs: alive, silent).
 
 Points, each reached once per step of its loop:
 
 * ``clinical.<stage>`` — the clinical driver (:func:`platform.clinical.driver.train`), before
   the stage ``rollout``, ``reward``, ``advantage``, ``update``, ``sync``, ``data`` (sft) or
   ``checkpoint`` (after the step's metrics are logged, before its checkpoint is written);
+* ``rollout.generate`` — a rollout worker (:class:`platform.clinical.generation.WorkerImpl`
+  actors inherit the driver's environment), before it generates; counted per worker process,
+  so a restarted worker counts from 1 again;
 * ``allocation.iteration`` — the allocation loop (:func:`platform.allocation.loop.iterate`),
   after an iteration's ``algo.train()``;
 * ``tabular.epoch`` — the tabular FairGrad trainer, before an epoch.
@@ -40,6 +44,7 @@ def check(point: str) -> None:
     name, _, at = spec.partition("@")
     at, _, action = at.partition(":")
     if name == point and _seen[point] == int(at or 1):
-        if action == "kill":
-            os.kill(os.getpid(), signal.SIGKILL)
+        if action in ("kill", "stop"):
+            os.kill(os.getpid(), signal.SIGKILL if action == "kill" else signal.SIGSTOP)
+            return  # (after SIGCONT)
         raise InjectedFault(f"{ENV}={spec}: injected fault at {point} (visit {_seen[point]})")

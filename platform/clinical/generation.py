@@ -129,6 +129,9 @@ class WorkerImpl:
         self.weights_version = -1
 
     def generate(self, req: GenerationRequest) -> GenerationResult:
+        from platform import faults
+
+        faults.check("rollout.generate")  # crash tests (EQUIRL_FAULT); a no-op otherwise
         return self.backend.generate(req)
 
     def load_weights(self, named_tensors: list[tuple[str, Any]], version: int) -> int:

@@ -18,8 +18,12 @@ from platform.clinical.generation import GenerationRequest, GenerationResult
 from typing import Any
 
 
-class GenerateTimeout(RuntimeError):
-    """A rollout worker did not answer ``generate`` in time and could not be replaced."""
+class RolloutWorkerLost(RuntimeError):
+    """A rollout worker died or hung and could not be replaced; the message names it."""
+
+
+class GenerateTimeout(RolloutWorkerLost):
+    """A rollout worker did not answer ``generate`` in time and the retries are used up."""
 
 
 @dataclass
@@ -29,8 +33,8 @@ class RolloutPool:
     ``generate(req)`` shards the prompts, and if a worker dies mid-call waits for Ray to
     restart it (up to ``max_restarts``), re-sends the latest weights and retries that shard,
     so no prompt of the step is lost. A worker that does not answer within ``timeout_s``
-    (stopped, hung) is killed and replaced the same way; once the restarts are used up,
-    :class:`GenerateTimeout` names it.
+    (stopped, hung) is killed and replaced the same way. Once the retries or Ray's restarts are
+    used up, :class:`GenerateTimeout` / :class:`RolloutWorkerLost` name the worker.
     """
 
     backend: str
@@ -166,7 +170,13 @@ class RolloutPool:
                           " killing it for a restart", file=sys.stderr, flush=True)
                     ray.kill(self.workers[k], no_restart=False)
                 self.restarts += 1
-                self._resync(k)
+                try:
+                    self._resync(k)
+                except RayActorError as dead:  # Ray's restarts of the actor are used up
+                    raise RolloutWorkerLost(
+                        f"rollout-worker-{k}: {'hung' if stuck else 'died'} in generate and "
+                        f"could not be restarted (rollout.max_restarts={self.max_restarts}): "
+                        f"{type(dead).__name__}") from dead
                 pending[k] = self.workers[k].generate.remote(shards[k][1])
         return GenerationResult.concat([results[k] for k in range(len(shards))])
 

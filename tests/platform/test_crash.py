@@ -55,3 +55,34 @@ def test_a_crash_mid_run_ends_failed_with_the_error(case, tmp_path, run_env, rep
     if logged_key:  # the run had really started: the steps before the fault are logged
         steps = [m.step for m in client.get_metric_history(run.info.run_id, logged_key)]
         assert len(steps) == logged_steps, steps
+
+
+def test_a_stuck_rollout_worker_ends_the_run_failed_not_hung(tmp_path, run_env, repo_root):
+    """Issue 17 item 4, as a user runs it: the rollout worker stops itself (SIGSTOP) in its 2nd
+    generate (step 2). After rollout.timeout_s it is killed and restarted, and step 2 completes
+    on the replacement; the replacement stops in its own 2nd generate (step 3; the fault counts
+    per process), Ray's one restart (rollout.max_restarts=1) is used up, and the run ends FAILED
+    naming the worker, instead of hanging."""
+    import time
+
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = {**run_env(), "EQUIRL_FAULT": "rollout.generate@2:stop",
+           "EQUIRL_STORAGE": str(tmp_path / "store")}
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "platform.train", "grpo", "--iterations", "3",
+                           *CLINICAL_TINY, "--set", "rollout.timeout_s=15",
+                           "--set", "rollout.max_restarts=1", "--tracking-uri", uri,
+                           "--experiment", "stuck"], cwd=repo_root, env=env, capture_output=True,
+                          text=True, timeout=400, check=False)
+    took = time.perf_counter() - start
+    assert proc.returncode not in (0, 2), proc.stderr[-3000:]
+    assert "rollout-worker-0: no answer to generate within 15 s" in proc.stderr  # replaced once
+    client = mlflow.MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("stuck").experiment_id])
+    assert run.info.status == "FAILED"
+    error = run.data.tags["equirl.error"]
+    assert error.startswith("RolloutWorkerLost: rollout-worker-0: hung in generate"), error
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "reward/mean")] == [1, 2]
+    assert took < 300, took
