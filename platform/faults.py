@@ -14,7 +14,8 @@ Points, each reached once per step of its loop:
   so a restarted worker counts from 1 again;
 * ``allocation.iteration`` — the allocation loop (:func:`platform.allocation.loop.iterate`),
   after an iteration's ``algo.train()``;
-* ``tabular.epoch`` — the tabular FairGrad trainer, before an epoch.
+* ``tabular.epoch`` — the tabular FairGrad trainer, before an epoch;
+* ``sweep.fit`` — the sweep driver, after its parent MLflow run started, before Tune runs.
 
 Unset (the default) it costs one dict lookup. The tests use it to prove that a run which
 fails after its MLflow run started ends FAILED with the error recorded, exits non-zero and

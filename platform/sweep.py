@@ -35,7 +35,7 @@ import sys
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from platform import cli, tracking
+from platform import cli, faults, tracking
 from platform.report import (
     PARAM_LAMBDA,
     PARAM_POLICY,
@@ -454,7 +454,15 @@ class MlflowSweepCallback(_tune_callback_base()):
         self.client.set_terminated(self.run_id(trial), "FINISHED")
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self.client.set_terminated(self.run_id(trial), "FAILED")
+        from platform.tracking import TAG_ERROR
+
+        rid = self.run_id(trial)
+        try:  # the exception line of the trial's error file (written before this callback)
+            local = Path(trial.error_file) if getattr(trial, "error_file", None) else None
+            error = local.read_text() if local and local.is_file() else trial.get_error()
+            self.client.set_tag(rid, TAG_ERROR, _last_line(error) if error else "unknown error")
+        finally:
+            self.client.set_terminated(rid, "FAILED")
 
 
 # Tune adds bookkeeping keys to every result; they are not metrics of the run.
@@ -617,6 +625,7 @@ def run_sweep(spec: SweepSpec, *, uri: str, exp_id: str, resume: bool = False,
         (path / SPEC_FILE).write_text(json.dumps(asdict(spec), indent=2))
     status = "KILLED"
     try:
+        faults.check("sweep.fit")  # crash tests (EQUIRL_FAULT); a no-op otherwise
         results = tuner.fit()
         errors = [r for r in results if r.error is not None]
         done = results.num_terminated + results.num_errors
@@ -627,13 +636,19 @@ def run_sweep(spec: SweepSpec, *, uri: str, exp_id: str, resume: bool = False,
         return {"trials": spec.n_trials, "done": done, "errors": len(errors),
                 "interrupted": interrupted, "parent_run_id": spec.parent_run_id, "path": str(path),
                 "failed": [_last_line(r.error) for r in errors]}
+    except KeyboardInterrupt:
+        raise  # KILLED: --resume continues
+    except BaseException as exc:  # the driver itself failed: FAILED, with the error
+        status = "FAILED"
+        client.set_tag(spec.parent_run_id, tracking.TAG_ERROR, f"{type(exc).__name__}: {exc}"[:500])
+        raise
     finally:
         _end_unfinished_children(client, exp_id, spec.parent_run_id)
         client.set_terminated(spec.parent_run_id, status)
 
 
-def _last_line(error: BaseException) -> str:
-    """The exception line of a (Ray-wrapped) trial error, e.g. ``RuntimeError: ...``."""
+def _last_line(error: BaseException | str) -> str:
+    """The exception line of a (Ray-wrapped) trial error or its text, e.g. ``RuntimeError: ...``."""
     lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()]
     return (lines[-1] if lines else repr(error))[:300]
 

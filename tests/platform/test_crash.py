@@ -86,3 +86,45 @@ def test_a_stuck_rollout_worker_ends_the_run_failed_not_hung(tmp_path, run_env, 
     assert error.startswith("RolloutWorkerLost: rollout-worker-0: hung in generate"), error
     assert [m.step for m in client.get_metric_history(run.info.run_id, "reward/mean")] == [1, 2]
     assert took < 300, took
+
+
+SWEEP_CASES = {
+    # a trial fails (in its Tune actor): its child run FAILED with the error, the others and
+    # the parent finish, the exit code says a trial failed
+    "a trial fails at iteration 2": ("allocation.iteration@2", 1, "FINISHED", "FAILED"),
+    # the driver fails after the parent run started: the parent FAILED with the error
+    "the sweep driver fails": ("sweep.fit@1", 1, "FAILED", None),
+}
+
+
+@pytest.mark.parametrize("case", list(SWEEP_CASES))
+def test_a_crash_in_a_sweep_ends_failed_with_the_error(case, tmp_path, run_env, repo_root):
+    import mlflow
+
+    fault, code, parent_status, child_status = SWEEP_CASES[case]
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = {**run_env(), "EQUIRL_FAULT": fault, "EQUIRL_STORAGE": str(tmp_path / "store")}
+    proc = subprocess.run([sys.executable, "-m", "platform.sweep", "group-robust-ppo",
+                           "--scenarios", "rural", "--lambdas", "0", "--seeds", "1",
+                           "--iterations", "3", "--max-failures", "0", "--no-report",
+                           *ALLOCATION_TINY, "--tracking-uri", uri, "--experiment", "crash-sweep"],
+                          cwd=repo_root, env=env, capture_output=True, text=True, timeout=540,
+                          check=False)
+    assert proc.returncode == code, proc.stderr[-3000:]
+    assert "InjectedFault" in proc.stderr
+    client = mlflow.MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("crash-sweep").experiment_id])
+    assert "RUNNING" not in {r.info.status for r in runs}
+    parents = [r for r in runs if r.data.tags.get("equirl.sweep.role") == "parent"]
+    children = [r for r in runs if r.data.tags.get("equirl.sweep.role") == "trial"]
+    assert len(parents) == 1 and parents[0].info.status == parent_status
+    if child_status is None:  # nothing ran
+        assert parents[0].data.tags["equirl.error"].startswith(f"InjectedFault: EQUIRL_FAULT={fault}")
+        assert not children
+    else:
+        (child,) = children
+        assert child.info.status == child_status
+        assert "InjectedFault: EQUIRL_FAULT=" + fault in child.data.tags["equirl.error"]
+        assert parents[0].data.tags["equirl.sweep.failed_trials"] == "1"
+        steps = [m.step for m in client.get_metric_history(child.info.run_id, "env_steps_total")]
+        assert steps == [1], steps  # iteration 1 was logged before the fault
