@@ -116,19 +116,40 @@ def test_weight_update_from_learner_changes_greedy_output(engine_pool, tiny_llam
 
 
 def test_dead_engine_is_restarted_with_current_weights(engine_pool):
-    """Kill the worker process: the pool waits for Ray's restart, re-sends the weights."""
+    """Kill the engine's worker process while it generates: the pool waits for Ray's restart,
+    re-sends the weights and retries the shard; the call returns what it would have (the same
+    seeds and weights give the same samples)."""
     import os
     import signal
+    import threading
+    import time
 
     import ray
 
     greedy = request(n=1, temperature=0.0, max_new_tokens=6)
     current = engine_pool.generate(greedy)
-    pid = engine_pool.pids()[0]
     version = ray.get(engine_pool.workers[0].version.remote())
     assert version >= 1, "runs after the weight-update test: the engine must hold updated weights"
+    # grow the call until it takes >= 1.5 s, so a kill at a fraction of that lands mid-call
+    prompts, took = PROMPTS, 0.0
+    while True:
+        long = request(n=16, temperature=1.0, seed=5, max_new_tokens=200, prompts=prompts)
+        start = time.perf_counter()
+        expected = engine_pool.generate(long)
+        took = time.perf_counter() - start
+        if took >= 1.5 or len(prompts) >= 64:
+            break
+        prompts = prompts * 2
+    pid, restarts = engine_pool.pids()[0], engine_pool.restarts
+    out: dict = {}
+    t = threading.Thread(target=lambda: out.setdefault("result", engine_pool.generate(long)))
+    t.start()
+    time.sleep(min(0.25 * took, 1.0))
     os.kill(pid, signal.SIGKILL)
-    again = engine_pool.generate(greedy)
-    assert engine_pool.pids()[0] != pid and engine_pool.restarts >= 1
+    t.join(timeout=400)
+    assert "result" in out, "generate did not return after the engine was killed"
+    assert engine_pool.restarts == restarts + 1, "the kill did not land while the call was in flight"
+    assert engine_pool.pids()[0] != pid
     assert ray.get(engine_pool.workers[0].version.remote()) == version
-    assert again.token_ids == current.token_ids
+    assert out["result"].token_ids == expected.token_ids  # no sequence lost, same tokens
+    assert engine_pool.generate(greedy).token_ids == current.token_ids
