@@ -1,6 +1,10 @@
 """``python -m platform.evaluate clinical``: score a saved policy on a clinical dataset.
 
     python -m platform.evaluate clinical --model DIR --data PATH [--split test] [--out DIR]
+    python -m platform.evaluate allocation (--run ID | --checkpoint DIR | --policy RULE) ...
+
+(``allocation``: a trained hospital policy or a rule on a scenario over N evaluation seeds,
+with the same outputs; :mod:`platform.allocation.evaluate_cli`.)
 
 What a person runs on their own hospital's data after training elsewhere. ``--model`` is any
 local Hugging Face VLM dir (e.g. a run's export, ``equirl.model_dir``); ``--data`` a Parquet
@@ -170,13 +174,20 @@ def clinical(argv: list[str]) -> int:
     return 0
 
 
-TRACKS = {"clinical": clinical}
+def allocation(argv: list[str]) -> int:
+    from platform.allocation.evaluate_cli import main as allocation_main
+
+    return allocation_main(argv)
+
+
+TRACKS = {"clinical": clinical, "allocation": allocation}
 
 
 def main(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
-        print("usage: python -m platform.evaluate clinical --model DIR --data PATH [options]\n\n"
-              + __doc__.split("\n\n")[1])
+        print("usage: python -m platform.evaluate clinical --model DIR --data PATH [options]\n"
+              "       python -m platform.evaluate allocation (--run ID | --checkpoint DIR | "
+              "--policy RULE) [options]\n\n" + "\n\n".join(__doc__.split("\n\n")[2:4]))
         return 0 if argv else 2
     if argv[0] not in TRACKS:
         raise UsageError(f"unknown track {argv[0]!r}; known: {', '.join(TRACKS)}")
