@@ -44,6 +44,8 @@ class Step:
     final: bool = False                # the last iteration (cfg.iterations)
     checkpoint: bool = False           # a checkpoint is due (every checkpoint_every, and the last)
     evaluation: Any = None             # final only: DataFrame of evaluation episodes (or None)
+    curve: Any = None                  # this iteration's greedy evaluation (every eval_every,
+    #                                    and the final one): DataFrame of episodes, or None
 
 
 class Sink(Protocol):
@@ -233,10 +235,11 @@ def iterate(algo, cfg: AllocationConfig, sink: Sink, names: list[str] | None = N
         recover(algo, cfg, result, iteration)                       # recover
         final = iteration >= cfg.iterations
         evaluation = evaluate(algo, cfg) if final else None                  # evaluate
-        metrics.update(curve_metrics(algo, cfg, iteration, evaluation))
+        curve = curve_evaluation(algo, cfg, iteration, evaluation)
+        metrics.update(curve_metrics_of(curve))
         sink.emit(Step(iteration, metrics, replayed=iteration <= logged, final=final,
                        checkpoint=final or checkpoint_due(cfg, iteration),
-                       evaluation=evaluation), algo)                         # emit
+                       evaluation=evaluation, curve=curve), algo)            # emit
     return iteration
 
 
@@ -255,19 +258,34 @@ def recover(algo, cfg: AllocationConfig, result: dict, iteration: int) -> bool:
 CURVE_PREFIX = "eval_curve/"
 
 
-def curve_metrics(algo, cfg: AllocationConfig, iteration: int, evaluation=None) -> dict[str, float]:
-    """Every ``eval_every`` iterations and after the last: the evaluation's return, fairness
-    scores and per-capita group returns as ``eval_curve/...`` (``evaluation``: the final
-    one, reused). Empty when ``eval_every`` is 0 or the iteration is not due."""
+def curve_evaluation(algo, cfg: AllocationConfig, iteration: int, evaluation=None):
+    """Every ``eval_every`` iterations and after the last: the greedy evaluation episodes
+    (``evaluation``: the final one, reused). None when ``eval_every`` is 0 or the iteration is
+    not due."""
     if not cfg.eval_every or (evaluation is None and iteration % cfg.eval_every):
+        return None
+    if evaluation is None:
+        from platform.allocation import evaluate as evaluation_lib
+
+        evaluation = evaluation_lib.evaluate(algo, cfg, cfg.eval_episodes, cfg.eval_seeds())
+    return evaluation
+
+
+def curve_metrics_of(curve) -> dict[str, float]:
+    """The return, fairness scores and per-capita group returns of a curve evaluation as
+    ``eval_curve/...`` ({} for None)."""
+    if curve is None:
         return {}
     from platform.allocation import evaluate as evaluation_lib
 
-    if evaluation is None:
-        evaluation = evaluation_lib.evaluate(algo, cfg, cfg.eval_episodes, cfg.eval_seeds())
-    means = evaluation_lib.summarize(evaluation, prefix="")
+    means = evaluation_lib.summarize(curve, prefix="")
     return {CURVE_PREFIX + k: v for k, v in means.items()
             if k == "return" or k.startswith("fairness/") or k.endswith("/return_per_capita")}
+
+
+def curve_metrics(algo, cfg: AllocationConfig, iteration: int, evaluation=None) -> dict[str, float]:
+    """:func:`curve_metrics_of` the :func:`curve_evaluation` of ``iteration``."""
+    return curve_metrics_of(curve_evaluation(algo, cfg, iteration, evaluation))
 
 
 def checkpoint_due(cfg: AllocationConfig, iteration: int) -> bool:

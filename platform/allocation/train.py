@@ -66,12 +66,15 @@ def find_resumable(exp_id: str, run_name: str) -> tuple[str, str] | None:
 # ----------------------------------------------------------------------- the sink
 class MlflowSink:
     """Results to the active MLflow run; checkpoints to ``root/iter_<n>`` (only the latest
-    is kept), tagged on the run (``equirl.checkpoint``), which is what ``--resume`` finds."""
+    is kept), tagged on the run (``equirl.checkpoint``), which is what ``--resume`` finds.
+    Each greedy evaluation also logs its per-group table (``eval/by_group/step-<N>.csv``), the
+    final one ``eval/by_group.png`` and ``summary.md`` (:mod:`platform.allocation.artifacts`)."""
 
     def __init__(self, cfg: AllocationConfig, root: Path, run_id: str,
                  resume_from: str | None = None):
         self.cfg, self.root, self.run_id, self.resume_from = cfg, root, run_id, resume_from
         self.checkpoint_path: str | None = resume_from
+        self.tables: list = []  # per-group tables of this process's evaluations (artifacts)
 
     def last_logged(self) -> int:
         from platform import tracking
@@ -90,11 +93,22 @@ class MlflowSink:
 
         import mlflow
 
+        from platform.allocation import artifacts
+
         if not step.replayed:  # after a hard kill an iteration may be logged already
             tracking.log_metrics(step.metrics, step=step.iteration)
+            episodes = step.curve if step.curve is not None else step.evaluation
+            if episodes is not None:  # eval/by_group/step-<N>.csv
+                self.tables.append(artifacts.log_evaluation(episodes, step.iteration))
         if step.evaluation is not None:
             tracking.log_metrics(summarize(step.evaluation), step=step.iteration)
             mlflow.log_text(step.evaluation.to_csv(index=False), "eval/episodes.csv")
+            cfg = self.cfg
+            artifacts.log_summary(f"{cfg.algorithm} on {cfg.scenario}, λ {cfg.robust_lambda} "
+                                  f"({cfg.robust_mode}), seed {cfg.seed}: iteration {step.iteration}",
+                                  self.tables or [artifacts.group_table(step.evaluation,
+                                                                        step.iteration)],
+                                  step.evaluation)
         print(progress(step, self.cfg.iterations), flush=True)
         if step.checkpoint:
             self.checkpoint_path = self._save(algo, step.iteration)

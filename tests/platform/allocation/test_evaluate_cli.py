@@ -17,7 +17,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 TINY = ["--scenario", "rural", "--iterations", "2", "--lambda", "0.3",
         "--set", "train_batch_size=200", "--set", "minibatch_size=100", "--set", "num_epochs=1",
         "--set", "eval_episodes=2", "--set", "hidden_sizes=[16]", "--set", "num_env_runners=0",
-        "--set", "env_config.max_decisions=50", "--set", "num_envs_per_env_runner=4"]
+        "--set", "env_config.max_decisions=50", "--set", "num_envs_per_env_runner=4",
+        "--set", "eval_every=1"]
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +35,29 @@ def trained(ray_session, tmp_path_factory):
     client = mlflow.MlflowClient(uri)
     (run,) = client.search_runs([client.get_experiment_by_name("train").experiment_id])
     return uri, run, tmp
+
+
+def test_a_training_run_logs_per_group_tables_a_figure_and_a_summary(trained):
+    """At each greedy evaluation (eval_every=1: iterations 1 and 2) a per-group table; at the
+    end the figure and the summary; the last table holds the run's final evaluation."""
+    from pathlib import Path
+
+    import mlflow
+    import pandas as pd
+
+    uri, run, _ = trained
+    client = mlflow.MlflowClient(uri)
+    rid = run.info.run_id
+    tables = sorted(a.path for a in client.list_artifacts(rid, "eval/by_group"))
+    assert tables == ["eval/by_group/step-000001.csv", "eval/by_group/step-000002.csv"]
+    assert {"eval/by_group.png", "eval/episodes.csv"} <= {a.path for a in client.list_artifacts(rid, "eval")}
+    last = pd.read_csv(client.download_artifacts(rid, tables[-1])).set_index("group")
+    for g in ("pediatric", "adult", "elderly"):
+        assert last.loc[g, "return_per_capita"] == pytest.approx(
+            run.data.metrics[f"eval/group/{g}/return_per_capita"])
+        assert last.loc[g, "mean_wait"] == pytest.approx(run.data.metrics[f"eval/group/{g}/mean_wait"])
+    summary = Path(client.download_artifacts(rid, "summary.md")).read_text()
+    assert "per-capita gap" in summary and "| elderly |" in summary
 
 
 def test_a_run_scores_exactly_as_its_own_evaluation(trained):
