@@ -8,7 +8,8 @@ Ray and no GPU. The output is what every clinical run writes at its end
 (``platform.clinical.export``): safetensors, config, processor, chat template and
 ``equirl_export.json``. It is written under a temporary name and renamed into place.
 
-Allocation runs are not exported by this command yet; it says so and exits 2.
+An allocation run's policy is exported from its latest checkpoint as the RLModule plus a
+TorchScript greedy policy (:mod:`platform.allocation.export`).
 Bad input exits 2 before anything is written: an unknown run, a run without checkpoints, or a
 missing step.
 """
@@ -49,9 +50,11 @@ def main(argv: list[str]) -> int:
     except mlflow.exceptions.MlflowException:
         raise UsageError(f"--run: no run {args.run!r} in {uri}") from None
     track = run.data.tags.get(tracking.TAG_TRACK)
+    if track == "allocation":
+        return _export_allocation(run, args)
     if track != "clinical":
         raise UsageError(f"--run: {args.run} is a {track or 'untracked'} run; platform.export "
-                         "exports clinical runs (allocation policies: not yet)")
+                         "exports clinical and allocation training runs")
     root = run.data.tags.get(tracking.TAG_CHECKPOINT)
     if not root or not Path(root).is_dir():
         raise UsageError(f"--run: {args.run} has no checkpoint folder ({root or 'no tag'})")
@@ -72,6 +75,28 @@ def main(argv: list[str]) -> int:
                              "run_id": args.run, "checkpoint": str(folder)},
                             dtype=run.data.params.get("model.dtype", "float32"))
     print(f"export: run {args.run} step {step} -> {out}")
+    return 0
+
+
+def _export_allocation(run, args) -> int:
+    """An allocation run's policy (:mod:`platform.allocation.export`: the RLModule and a
+    TorchScript greedy policy) from its checkpoint; runs keep only their latest one."""
+    from platform import tracking
+    from platform.allocation.export import export_policy
+
+    folder = run.data.tags.get(tracking.TAG_CHECKPOINT)
+    if not folder or not Path(folder).is_dir():
+        raise UsageError(f"--run: {run.info.run_id} has no checkpoint folder ({folder or 'no tag'})")
+    iteration = run.data.tags.get("equirl.checkpoint_iteration")
+    if args.step is not None and str(args.step) != iteration:
+        raise UsageError(f"--step: allocation runs keep only their latest checkpoint "
+                         f"(iteration {iteration}); got {args.step}")
+    params = run.data.params
+    out = export_policy(folder, args.out, {
+        "algorithm": run.data.tags.get(tracking.TAG_ALGORITHM), "run_id": run.info.run_id,
+        "iteration": iteration, "scenario": params.get("scenario"),
+        "group_key": params.get("group_key"), "checkpoint": folder})
+    print(f"export: run {run.info.run_id} iteration {iteration} -> {out}")
     return 0
 
 

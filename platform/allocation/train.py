@@ -112,6 +112,14 @@ class MlflowSink:
         print(progress(step, self.cfg.iterations), flush=True)
         if step.checkpoint:
             self.checkpoint_path = self._save(algo, step.iteration)
+        if step.final and self.checkpoint_path:  # the policy, servable without RLlib
+            from platform.allocation.export import export_policy
+
+            cfg = self.cfg
+            out = export_policy(self.checkpoint_path, self.root / "policy", {
+                "algorithm": cfg.algorithm, "run_id": self.run_id, "iteration": step.iteration,
+                "scenario": cfg.scenario, "group_key": cfg.group_key, "seed": cfg.seed})
+            mlflow.set_tag(tracking.TAG_MODEL_DIR, str(out))
 
     def _save(self, algo, iteration: int) -> str:
         from platform.allocation import rllib

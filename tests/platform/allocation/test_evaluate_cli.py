@@ -140,3 +140,43 @@ def test_bad_input_exits_2_and_writes_nothing(extra, word, tmp_path, run_env, re
     assert proc.returncode == 2 and word in proc.stderr, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_the_run_exports_a_servable_greedy_policy(trained):
+    """The run's export (tag equirl.model_dir) and platform.export's: a TorchScript policy that,
+    served without RLlib, replays the run's evaluation exactly."""
+    from pathlib import Path
+    from platform.allocation.config import AllocationConfig
+    from platform.allocation.evaluate import evaluate_policy, summarize
+    from platform.export import main as export_main
+
+    import torch
+    import yaml
+
+    from base.config import build
+    from base.errors import UsageError
+
+    uri, run, tmp = trained
+    exported = Path(run.data.tags["equirl.model_dir"])
+    meta = json.loads((exported / "equirl_policy.json").read_text())
+    assert meta["scenario"] == "rural" and meta["iteration"] == 2 and meta["n_actions"] >= 2
+    import mlflow
+
+    fields = yaml.safe_load(Path(mlflow.MlflowClient(uri).download_artifacts(
+        run.info.run_id, "config.yaml")).read_text())
+    cfg = build(AllocationConfig, fields)
+    for folder in (exported, tmp / "exported"):
+        if folder != exported:
+            assert export_main(["--run", run.info.run_id, "--out", str(folder),
+                                "--tracking-uri", uri]) == 0
+        policy = torch.jit.load(str(folder / "policy.pt"))
+
+        def act(obs, env, policy=policy):
+            return int(policy(torch.as_tensor(obs[None], dtype=torch.float32))[0])
+
+        got = summarize(evaluate_policy(lambda seed: act, cfg, cfg.eval_episodes))
+        assert got["eval/return"] == run.data.metrics["eval/return"]
+        assert got["eval/fairness/dp_score"] == run.data.metrics["eval/fairness/dp_score"]
+    with pytest.raises(UsageError, match="--step: allocation runs keep only their latest"):
+        export_main(["--run", run.info.run_id, "--out", str(tmp / "x"), "--step", "1",
+                     "--tracking-uri", uri])
