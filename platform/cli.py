@@ -25,7 +25,7 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
-from base.config import build, help_text, merge_sources
+from base.config import build, help_text, merge_sources, set_path
 from base.errors import UsageError
 
 C = TypeVar("C")
@@ -79,11 +79,25 @@ COMMON_FLAGS = {"seed": "seed", "iterations": "iterations"}
 def config_from_args(cls: type[C], args: argparse.Namespace, flags: Mapping[str, str] = COMMON_FLAGS,
                      fixed: Mapping[str, Any] | None = None) -> C:
     """Build ``cls`` from ``--config``, ``--set``, the flags (argparse dest -> dotted field)
-    and ``fixed`` values; errors name the field (UsageError, exit 2)."""
+    and ``fixed`` values; errors name the field (UsageError, exit 2). A fixed field given
+    another value in ``--config`` or ``--set`` is an error, not silently replaced."""
     values = {field: getattr(args, dest, None) for dest, field in flags.items()}
-    data = merge_sources(getattr(args, "config", None), getattr(args, "overrides", None),
-                         values, dict(fixed or {}))
+    data = merge_sources(getattr(args, "config", None), getattr(args, "overrides", None), values)
+    for dotted, value in (fixed or {}).items():
+        given = _get_path(data, dotted)
+        if given is not None and given != value:
+            raise UsageError(f"{dotted}: set by the command to {value!r}; got {given!r} "
+                             "(from --config or --set)")
+        set_path(data, dotted, value)
     return build(cls, data)
+
+
+def _get_path(data: Mapping[str, Any], dotted: str) -> Any:
+    for part in dotted.split("."):
+        if not isinstance(data, Mapping):
+            return None
+        data = data.get(part)
+    return data
 
 
 def run_main(main: Callable[[list[str]], int], argv: list[str] | None = None) -> int:

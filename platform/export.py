@@ -10,8 +10,9 @@ Ray and no GPU. The output is what every clinical run writes at its end
 
 An allocation run's policy is exported from its latest checkpoint as the RLModule plus a
 TorchScript greedy policy (:mod:`platform.allocation.export`).
-Bad input exits 2 before anything is written: an unknown run, a run without checkpoints, or a
-missing step.
+Bad input exits 2 before anything is written: an unknown run, a run without checkpoints, a
+missing step, a checkpoint with files missing, or an ``--out`` folder that is not an earlier
+export (it would be replaced).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ def _parser():
 def main(argv: list[str]) -> int:
     from platform import tracking
     from platform.clinical import checkpoint, models
-    from platform.clinical.export import export_checkpoint
+    from platform.clinical.export import check_out, export_checkpoint
 
     import mlflow
 
@@ -55,6 +56,7 @@ def main(argv: list[str]) -> int:
     if track != "clinical":
         raise UsageError(f"--run: {args.run} is a {track or 'untracked'} run; platform.export "
                          "exports clinical and allocation training runs")
+    check_out(args.out, "--out")
     root = run.data.tags.get(tracking.TAG_CHECKPOINT)
     if not root or not Path(root).is_dir():
         raise UsageError(f"--run: {args.run} has no checkpoint folder ({root or 'no tag'})")
@@ -67,6 +69,7 @@ def main(argv: list[str]) -> int:
         if not (folder / "driver.pt").is_file():
             have = sorted(p.name for p in Path(root).glob("step-*"))
             raise UsageError(f"--step: no checkpoint {folder.name} under {root}; have {have}")
+    checkpoint.require_complete(folder, "--run" if args.step is None else "--step")
     base = run.data.params.get("model.path", "tiny-gemma3")
     base_path = models.resolve_model_path("" if base == "tiny-gemma3" else base)
     step = int(folder.name.removeprefix("step-"))
@@ -82,8 +85,10 @@ def _export_allocation(run, args) -> int:
     """An allocation run's policy (:mod:`platform.allocation.export`: the RLModule and a
     TorchScript greedy policy) from its checkpoint; runs keep only their latest one."""
     from platform import tracking
-    from platform.allocation.export import export_policy
+    from platform.allocation.export import META_FILE, export_policy
+    from platform.clinical.export import check_out
 
+    check_out(args.out, "--out", marker=META_FILE)
     folder = run.data.tags.get(tracking.TAG_CHECKPOINT)
     if not folder or not Path(folder).is_dir():
         raise UsageError(f"--run: {run.info.run_id} has no checkpoint folder ({folder or 'no tag'})")

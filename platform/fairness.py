@@ -94,9 +94,16 @@ def load_table(path: str):
 
 
 def _column(df, col: str, flag: str):
+    """Column ``col`` of plain values (numbers, strings, booleans); errors name ``flag``."""
     if col not in df.columns:
         raise UsageError(f"{flag}: no column {col!r} in the data; columns: "
                          f"{', '.join(map(str, df.columns))}")
+    if df[col].dtype == object:  # e.g. a parquet list or struct column
+        bad = df[col].map(lambda v: isinstance(v, (list, tuple, dict, set, bytes, np.ndarray)))
+        if bad.any():
+            i = int(np.flatnonzero(bad.to_numpy())[0])
+            raise UsageError(f"{flag}: column {col!r} holds {type(df[col].iloc[i]).__name__} "
+                             f"values (row {i}); expected numbers or strings")
     return df[col]
 
 
@@ -299,6 +306,8 @@ def main(argv: list[str]) -> int:
         raise UsageError(f"--min-group-size: must be >= 1, got {args.min_group_size}")
     if args.ci and args.n_boot < 10:
         raise UsageError(f"--n-boot: must be >= 10, got {args.n_boot}")
+    if args.seed < 0:
+        raise UsageError(f"--seed: must be >= 0, got {args.seed}")
     df = load_table(args.data)
     sensitive = [c.strip() for c in args.sensitive.split(",") if c.strip()]
     labels = None if args.labels is None else [x.strip() for x in args.labels.split(",")]

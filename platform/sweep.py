@@ -54,6 +54,7 @@ from base.registry import Registry
 STEP_KEY = "iteration"  # the algorithm's training iteration (MLflow step; 0 for a rule)
 EPISODES_KEY = "eval_episode_rows"  # per-episode table in the last result (dict of lists)
 SPEC_FILE = "equirl_sweep.json"
+MAX_TRIALS = 10_000  # a bigger grid is a typo (validating its configs alone takes seconds)
 TRACK = "allocation"
 # AllocationConfig fields the grid sets per trial (never --set / --config)
 GRID_FIELDS = ("algorithm", "scenario", "robust_lambda", "robust_mode", "seed")
@@ -229,15 +230,21 @@ def build_spec(algorithm: str, argv: list[str]) -> tuple[SweepSpec, Any]:
         raise UsageError(f"--seeds: got {a.seeds}; need >= 1 seed per cell")
     if a.max_failures < 0:
         raise UsageError(f"--max-failures: got {a.max_failures}; must be >= 0")
+    if a.max_concurrent is not None and a.max_concurrent < 1:
+        raise UsageError(f"--max-concurrent: got {a.max_concurrent}; must be >= 1")
     seed0 = 0 if a.seed is None else a.seed
     experiment = a.experiment or "allocation-sweep"
     names = parse_scenarios(a.scenarios)
     spec = SweepSpec(algorithm=algorithm, scenarios=names,
-                     lambdas=parse_lambdas(a.lambdas), seeds=list(range(seed0, seed0 + a.seeds)),
+                     lambdas=parse_lambdas(a.lambdas), seeds=[seed0],
                      base=shared_fields(a), name=a.name or experiment, experiment=experiment,
                      max_failures=a.max_failures, modes=parse_modes(a.modes),
                      baselines=parse_baselines(a.baselines),
                      iterations=parse_iterations(a.iterations_per_scenario, names))
+    if spec.n_trials * a.seeds > MAX_TRIALS:  # checked before the grid is made
+        raise UsageError(f"--seeds: {a.seeds} seeds x {spec.n_trials} cells is more than "
+                         f"{MAX_TRIALS} trials")
+    spec.seeds = list(range(seed0, seed0 + a.seeds))
     for cell in spec.cells():  # fail on bad --set fields before anything starts
         trial_config(spec, cell)
     return spec, a

@@ -86,6 +86,8 @@ class TabularConfig:
         require(self.bootstrap == 0 or self.bootstrap >= 100, "bootstrap", "must be 0 or >= 100")
         require(0.5 < self.confidence < 1, "confidence", "must be in (0.5, 1)")
         require(len(self.sensitive) >= 1, "sensitive", "name at least one column, e.g. race,gender")
+        require(0 <= self.seed < 2**32, "seed",  # scikit-learn's random_state range
+                f"must be in 0..{2**32 - 1}, got {self.seed}")
 
 
 def resolve_sensitive(dataset: str, names: list[str]) -> list[str]:

@@ -131,6 +131,8 @@ def make_synthetic(n_per_source: int = 120, sources: Sequence[str] | None = None
         raise UsageError(f"image_size: {image_size!r} must be within 8..512 pixels")
     if not 0.0 <= hard_strength <= 1.0:
         raise UsageError(f"hard_strength: {hard_strength!r} must be within [0, 1]")
+    if int(seed) < 0:
+        raise UsageError(f"seed: {seed!r} must be >= 0")
     fr = np.asarray(split_fractions, dtype=float)
     if fr.shape != (3,) or (fr < 0).any() or not np.isclose(fr.sum(), 1.0):
         raise UsageError(f"split_fractions: {split_fractions!r} must be 3 shares summing to 1")

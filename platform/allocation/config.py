@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from base.config import option
-from base.errors import require
+from base.errors import ConfigError, require
 
 ALGORITHMS = ("group-robust-ppo", "ppo")
 #: how an env runner steps its envs (``env_vectorize``)
@@ -24,6 +24,30 @@ VECTORIZE = ("batched", "sync")
 # Evaluation seeds must stay away from the seeds RLlib derives for training envs
 # (seed + small worker/vector offsets).
 EVAL_SEED_MARGIN = 10_000
+#: the largest training seed: RLlib seeds numpy's global generator (< 2**32) with it plus
+#: small per-runner offsets
+MAX_SEED = 2**31 - 1
+
+
+_ENVS_BUILT: set[tuple[str, str]] = set()  # (scenario, env config) that check_env built
+
+
+def check_env(cfg: AllocationConfig | HeuristicConfig) -> None:
+    """Build the scenario's env once: a bad ``group_key`` or ``env_config`` fails here with a
+    ConfigError naming the field, not in an env runner after Ray has started."""
+    from platform.allocation import scenarios
+
+    key = (cfg.scenario, repr(cfg.env_creator_config()))
+    if key in _ENVS_BUILT:  # e.g. every cell of a sweep grid
+        return
+    try:
+        scenarios.make(cfg.scenario, cfg.env_creator_config()).close()
+    except ConfigError as exc:
+        field = "group_key" if exc.field == "group_key" else f"env_config.{exc.field}"
+        raise ConfigError(field, str(exc)[len(exc.field) + 2:]) from None
+    except TypeError as exc:  # a gym id's constructor got an unknown keyword
+        raise ConfigError("env_config", str(exc)) from None
+    _ENVS_BUILT.add(key)
 
 
 def _is_ppo(cfg: AllocationConfig) -> bool:
@@ -174,6 +198,8 @@ class AllocationConfig:
                 f"({self.seed + EVAL_SEED_MARGIN}) so evaluation seeds differ from training seeds")
         require(self.checkpoint_every >= 0, "checkpoint_every",
                 f"got {self.checkpoint_every}; must be >= 0")
+        require(0 <= self.seed <= MAX_SEED, "seed", f"got {self.seed}; allowed: 0..{MAX_SEED}")
+        check_env(self)
 
     @property
     def name(self) -> str:
@@ -258,6 +284,8 @@ class HeuristicConfig:
         require(self.eval_seed_base >= self.seed + EVAL_SEED_MARGIN, "eval_seed_base",
                 f"got {self.eval_seed_base}; must be >= seed + {EVAL_SEED_MARGIN} "
                 f"({self.seed + EVAL_SEED_MARGIN}) so evaluation seeds differ from training seeds")
+        require(self.seed >= 0, "seed", f"got {self.seed}; must be >= 0")
+        check_env(self)
 
     @property
     def name(self) -> str:

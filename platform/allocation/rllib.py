@@ -550,6 +550,18 @@ def save_checkpoint(algo, path: str | Path) -> str:
     return str(path)
 
 
+#: what ``restore_from_path`` needs of a checkpoint (RLlib 2.60): it skips a missing component
+#: folder silently (the run would go on with fresh weights), so a resume checks these first
+CHECKPOINT_FILES = ("rllib_checkpoint.json", "algorithm_state.pkl", "learner_group/state.pkl",
+                    "learner_group/learner/state.pkl",
+                    f"learner_group/learner/rl_module/{DEFAULT_MODULE}/module_state.pkl")
+
+
+def missing_checkpoint_files(path: str | Path) -> list[str]:
+    """The :data:`CHECKPOINT_FILES` that the checkpoint folder ``path`` lacks."""
+    return [f for f in CHECKPOINT_FILES if not (Path(path) / f).is_file()]
+
+
 def restore_checkpoint(algo, path: str | Path) -> None:
     algo.restore_from_path(str(path))
 

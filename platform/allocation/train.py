@@ -162,6 +162,13 @@ def main(algorithm: str, argv: list[str]) -> int:
     if args.resume and resume is None:
         raise UsageError(f"--resume: no run named {cfg.name!r} with a checkpoint in experiment "
                          f"{experiment!r}; start it without --resume (or pass its --run-name)")
+    if resume:
+        from platform.allocation.rllib import missing_checkpoint_files
+
+        missing = missing_checkpoint_files(resume[1])
+        if missing:
+            raise UsageError(f"--resume: checkpoint {resume[1]} of run {cfg.name!r} is "
+                             f"incomplete: no {', '.join(missing)}")
     init_ray()
     root = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else checkpoint_root(
         TRACK, experiment, cfg.name)

@@ -53,6 +53,39 @@ def latest(root: str | Path) -> Path | None:
     return folder if (folder / "driver.pt").is_file() else None
 
 
+def missing_files(folder: str | Path) -> list[str]:
+    """What restoring ``folder`` needs and it lacks: ``driver.pt`` and the learners' DeepSpeed
+    model and optimizer states."""
+    folder, ds = Path(folder), Path(folder) / "learner" / "ds"
+    need = {"driver.pt": (folder / "driver.pt").is_file(),
+            "learner/ds/*model_states.pt": any(ds.glob("*model_states.pt")),
+            "learner/ds/*optim_states.pt": any(ds.glob("*optim_states.pt"))}
+    return [name for name, present in need.items() if not present]
+
+
+def require_complete(folder: str | Path, flag: str) -> None:
+    """UsageError naming ``flag`` and the missing files unless ``folder`` can be restored."""
+    missing = missing_files(folder)
+    if missing:
+        raise UsageError(f"{flag}: checkpoint {folder} is incomplete: no {', '.join(missing)}")
+
+
+def check_replaceable(root: str | Path, flag: str) -> None:
+    """UsageError unless ``root`` is absent, empty or a run's checkpoint folder: a fresh run
+    clears its checkpoint folder, which must never be a folder of other files."""
+    root = Path(root)
+    if not root.exists():
+        return
+    if not root.is_dir():
+        raise UsageError(f"{flag}: {root} is a file, not a checkpoint folder")
+    ours = (LATEST, f".{LATEST}.tmp", "model")  # "model": the default export dir
+    foreign = sorted(p.name for p in root.iterdir()
+                     if p.name not in ours and not p.name.startswith(("step-", ".model.tmp")))
+    if foreign:
+        raise UsageError(f"{flag}: {root} holds {foreign[:3]}, not a run's checkpoints; a new "
+                         "run clears its checkpoint folder: choose a new or empty one")
+
+
 def load_driver_state(folder: Path) -> dict[str, Any]:
     import torch
 

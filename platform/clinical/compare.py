@@ -106,6 +106,15 @@ def resolve_options(args) -> dict[str, Any]:
     for k in OPTION_DEFAULTS:
         if getattr(args, k, None) is not None:
             opts[k] = getattr(args, k)
+    for k, default in OPTION_DEFAULTS.items():  # e.g. `compare: {iterations: many}` in the YAML
+        kind = type(default)
+        try:
+            opts[k] = kind(opts[k]) if kind in (int, float) else opts[k]
+        except (TypeError, ValueError):
+            from base.errors import UsageError
+
+            what = "an integer" if kind is int else "a number"
+            raise UsageError(f"--{k.replace('_', '-')}: {opts[k]!r} is not {what}") from None
     if opts["sft_iterations"] and not opts["hard_groups"]:
         opts["hard_groups"] = BENCHMARK_HARD
     opts["file_cfg"] = file_cfg
@@ -142,8 +151,17 @@ def _build(args, opts: dict[str, Any], fixed: dict[str, Any], last: dict[str, An
 
 def configs(args, opts: dict[str, Any], data_path: str, model_path: str | None) -> list:
     """One ClinicalConfig per (seed, algorithm), on ``data_path``, from ``model_path``."""
+    from base.errors import UsageError
+
     algs = [a.strip() for a in str(opts["algorithms"]).split(",") if a.strip()]
-    seeds = [int(s) for s in str(opts["seeds"]).split(",") if str(s).strip()]
+    try:
+        seeds = [int(s) for s in str(opts["seeds"]).split(",") if str(s).strip()]
+    except ValueError:
+        raise UsageError(f"--seeds: {opts['seeds']!r} is not a comma-separated list of "
+                         "integers") from None
+    if not algs or not seeds:
+        raise UsageError(f"--algorithms / --seeds: need at least one of each, got "
+                         f"{opts['algorithms']!r} / {opts['seeds']!r}")
     fixed = {"data.path": data_path, **({"model.path": model_path} if model_path else {})}
     return [_build(args, opts, {**fixed, "algorithm": a, "seed": s,
                                 "iterations": int(opts["iterations"])})
@@ -289,6 +307,9 @@ def main(argv: list[str]) -> int:
     out = Path(opts["out"])
     if args.report_only:
         return report_only(out)
+    configs(args, opts, "", None)  # bad fields and options fail before the data is made
+    if opts["sft_iterations"]:
+        sft_config(args, opts, "")
     rl_data, sft_data = data_paths(opts)
     runs_csv, hist_csv = out / "runs.csv", out / "history.csv"
     if args.resume and not runs_csv.is_file():

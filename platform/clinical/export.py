@@ -24,6 +24,19 @@ def default_export_dir(ckpt_root: str | Path) -> Path:
     return Path(ckpt_root) / "model"
 
 
+def check_out(out: str | Path, flag: str, marker: str = EXPORT_FILE) -> None:
+    """UsageError unless ``out`` is absent, an empty folder or an earlier export (it holds
+    ``marker``): the folder an export replaces."""
+    out = Path(out)
+    if not out.exists():
+        return
+    if not out.is_dir() or (any(out.iterdir()) and not (out / marker).is_file()):
+        from base.errors import UsageError
+
+        raise UsageError(f"{flag}: {out} exists and is not an earlier export (no {marker}); "
+                         "the export would replace it: choose a new folder")
+
+
 def export_policy(learners: Any, model_path: str | Path, out: str | Path,
                   info: dict[str, Any]) -> Path:
     """Write the learners' current weights to ``out`` (atomically); ``info`` (algorithm,

@@ -48,23 +48,41 @@ def build_config(algorithm: str, args: Any) -> ClinicalConfig:
     return config_from_args(ClinicalConfig, args, flags=FLAGS, fixed={"algorithm": algorithm})
 
 
+def _plain_folder_name(name: str, flag: str) -> None:
+    """UsageError unless ``name`` stays a folder under the storage root (a fresh run clears
+    its checkpoint folder: an absolute path or '..' would clear one elsewhere)."""
+    p = Path(name)
+    if p.is_absolute() or ".." in p.parts or not p.parts:
+        raise UsageError(f"{flag}: {name!r} names the run's checkpoint folder under the storage "
+                         "root; use a plain name (not absolute, no '..') or set checkpoint_dir")
+
+
 def main(algorithm: str, argv: list[str]) -> int:
     from platform import tracking
+    from platform.clinical import checkpoint
+    from platform.clinical.export import check_out, default_export_dir
     from platform.cluster import checkpoint_root, init_ray, ray_run_info
 
     args = _parser(algorithm).parse_args(argv)
     cfg = build_config(algorithm, args)
     run_name = cfg.run_name or f"{algorithm}-seed{cfg.seed}"
     experiment = args.experiment or EXPERIMENT
+    if not cfg.checkpoint_dir:  # the names become folders under the storage root
+        _plain_folder_name(run_name, "--run-name")
+        _plain_folder_name(experiment, "--experiment")
     ckpt_root = Path(cfg.checkpoint_dir or checkpoint_root("clinical", experiment, run_name))
     resume_from = None
     if args.resume:
-        from platform.clinical import checkpoint
-
         resume_from = checkpoint.latest(ckpt_root)
         if resume_from is None:
             raise UsageError(f"--resume: no checkpoint under {ckpt_root} (run {run_name!r}, "
                              f"experiment {experiment!r})")
+        checkpoint.require_complete(resume_from, "--resume")
+        checkpoint.load_driver_state(resume_from)  # a corrupt driver.pt: before Ray starts
+    else:
+        checkpoint.check_replaceable(ckpt_root, "checkpoint_dir" if cfg.checkpoint_dir
+                                     else "--run-name")
+    check_out(cfg.export_dir or default_export_dir(ckpt_root), "export_dir")
     tracking.check_tracking_uri(args.tracking_uri or tracking.default_tracking_uri())
 
     from platform.clinical.driver import DEDUPE_KEY, Pipeline, train
@@ -79,15 +97,13 @@ def main(algorithm: str, argv: list[str]) -> int:
         pipe.start()
         start_step, run_id = 0, None
         if resume_from is not None:
-            from platform.clinical import checkpoint
-
             state = checkpoint.restore(resume_from, pipe.learners)
             pipe.load_state_dict(state)
             pipe.sync(state["step"])
             start_step, run_id = int(state["step"]), state["run_id"]
         tags = {**tracking.run_tags("clinical", algorithm, **ray_run_info()),
                 tracking.TAG_CHECKPOINT: str(ckpt_root)}  # step folders + the `latest` marker
-        from platform.clinical.export import default_export_dir, export_policy
+        from platform.clinical.export import export_policy
 
         import mlflow
 
