@@ -104,6 +104,7 @@ def _figure(tables: pd.DataFrame) -> bytes:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
     for ax, (col, title) in zip(axes, (("mean_wait", "mean wait per group"),
@@ -114,6 +115,7 @@ def _figure(tables: pd.DataFrame) -> bytes:
             ax.plot(sub["step"], sub[col], marker=".", label=str(group))
         ax.set_title(f"greedy evaluation: {title}", fontsize=9)
         ax.set_xlabel("training iteration", fontsize=8)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps, not fractions
         ax.tick_params(labelsize=7)
     axes[-1].legend(fontsize=6, ncol=2)
     fig.tight_layout()

@@ -70,6 +70,7 @@ def _figure(tables: pd.DataFrame) -> bytes:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
     for ax, col in zip(axes, ("accuracy", "f1")):
@@ -79,6 +80,7 @@ def _figure(tables: pd.DataFrame) -> bytes:
             ax.plot(sub["step"], sub[col], marker=".", label=str(group))
         ax.set_title(f"held-out {col} per group", fontsize=9)
         ax.set_xlabel("training step", fontsize=8)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps, not fractions
         ax.tick_params(labelsize=7)
     axes[-1].legend(fontsize=6, ncol=2)
     fig.tight_layout()

@@ -44,6 +44,34 @@ def _env(repo_root: Path) -> dict[str, str]:
     return env
 
 
+def _run_with_artifacts(uri: str) -> tuple[str, str]:
+    """A run (own experiment) with what an allocation training run logs beside its metrics:
+    two per-group tables, the figure and the summary (platform.allocation.artifacts, real rule
+    episodes). Returns (experiment id, run id)."""
+    from platform.allocation import artifacts
+    from platform.tracking import artifact_root_for
+    from platform.allocation.config import HeuristicConfig
+    from platform.allocation.evaluate import evaluate_rule
+
+    import mlflow
+
+    from base.config import build
+
+    cfg = build(HeuristicConfig, {"policy": "triage", "scenario": "rural", "eval_episodes": 2})
+    episodes = evaluate_rule("triage", cfg, 2)
+    experiment_id = mlflow.MlflowClient(uri).create_experiment(
+        "ui-artifacts", artifact_location=artifact_root_for(uri))
+    before = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        with mlflow.start_run(experiment_id=experiment_id, run_name="with-artifacts") as run:
+            tables = [artifacts.log_evaluation(episodes, step) for step in (1, 2)]
+            artifacts.log_summary("triage on rural", tables, episodes)
+    finally:
+        mlflow.set_tracking_uri(before)
+    return experiment_id, run.info.run_id
+
+
 @pytest.fixture(scope="module")
 def ui(tmp_path_factory, repo_root):
     """A sweep-shaped store served by the real ``python -m platform.ui`` on a free port."""
@@ -53,6 +81,7 @@ def ui(tmp_path_factory, repo_root):
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
     ids = make_sweep(uri, "ui-sweep", scenarios=("urban",), lambdas=(0.0, 0.3), seeds=2,
                      duplicate_step=False)
+    ids["artifacts_experiment"], ids["artifacts_run"] = _run_with_artifacts(uri)
     proc = subprocess.Popen(
         [sys.executable, "-m", "platform.ui", "--port", str(_free_port()), "--tracking-uri", uri],
         cwd=repo_root, env=_env(repo_root), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -147,3 +176,20 @@ def test_metric_chart_renders(ui, page, tmp_path, repo_root):
     line.wait_for()
     assert line.get_attribute("d").count("L") >= 2  # 3 points -> 2 segments
     _shot(page, tmp_path, repo_root, "mlflow_chart.png")
+
+
+def test_artifacts_page_shows_the_group_table_and_the_figure(ui, page, tmp_path, repo_root):
+    """A run's artifacts page: the per-group CSV renders as a table with the groups, and the
+    per-group figure as an image (issue 18: runs worth opening)."""
+    base = f"{ui['url']}/#/experiments/{ui['artifacts_experiment']}/runs/{ui['artifacts_run']}/artifacts"
+    page.goto(f"{base}/eval/by_group/step-000002.csv")
+    page.get_by_text("elderly", exact=True).first.wait_for()  # a table cell of the CSV
+    for header in ("return_per_capita", "mean_wait", "success_rate"):
+        page.get_by_text(header, exact=True).first.wait_for()
+    _shot(page, tmp_path, repo_root, "mlflow_group_table.png")
+    page.get_by_text("by_group.png", exact=True).click()  # in the artifact tree
+    page.get_by_text("eval/by_group.png", exact=True).wait_for()  # the preview's title
+    img = page.locator("img:not([src^='data:'])").first
+    img.wait_for()
+    assert page.evaluate("(el) => el.naturalWidth", img.element_handle()) > 300  # decoded
+    _shot(page, tmp_path, repo_root, "mlflow_group_figure.png")
