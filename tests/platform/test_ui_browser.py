@@ -49,9 +49,9 @@ def _run_with_artifacts(uri: str) -> tuple[str, str]:
     two per-group tables, the figure and the summary (platform.allocation.artifacts, real rule
     episodes). Returns (experiment id, run id)."""
     from platform.allocation import artifacts
-    from platform.tracking import artifact_root_for
     from platform.allocation.config import HeuristicConfig
     from platform.allocation.evaluate import evaluate_rule
+    from platform.tracking import artifact_root_for
 
     import mlflow
 
