@@ -70,6 +70,8 @@ def _check(args) -> None:
         raise UsageError(f"--min-group-size: {args.min_group_size} must be >= 1")
     if args.report_min_size < 1:
         raise UsageError(f"--report-min-size: {args.report_min_size} must be >= 1")
+    if args.seed < 0:
+        raise UsageError(f"--seed: {args.seed} must be >= 0")
     if args.bootstrap != 0 and args.bootstrap < 10:
         raise UsageError(f"--bootstrap: {args.bootstrap} must be 0 (none) or >= 10")
     if args.batch_size < 1 or args.max_new_tokens < 1:
@@ -137,7 +139,10 @@ def clinical(argv: list[str]) -> int:
     attrs = [a.strip() for a in args.attributes.split(",") if a.strip()]
     if not attrs:
         raise UsageError("--attributes: give at least one, e.g. sex,age_band")
-    groups = group_keys(df, attrs)  # UsageError on an unknown attribute
+    try:
+        groups = group_keys(df, attrs)
+    except UsageError as exc:  # an unknown attribute: name the flag
+        raise UsageError(f"--attributes: {exc}") from None
     tracking.check_tracking_uri(args.tracking_uri or tracking.default_tracking_uri())
     letters_on = models.is_builtin(model) if args.answer_only == "auto" else args.answer_only == "on"
     n_options = max(len(o) for o in df["options"])

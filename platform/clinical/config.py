@@ -50,6 +50,9 @@ def _dapo_overlong(cfg: ClinicalConfig) -> int:
     return max(1, cfg.rollout.max_new_tokens // 5)
 
 
+#: the largest seed: numpy generators and torch take it, with per-worker offsets, well below 2**32
+MAX_SEED = 2**31 - 1
+
 ALGORITHMS: dict[str, ClinicalAlgorithm] = {
     "fairgrpo": ClinicalAlgorithm(
         "fair_grpo", "FairGRPO on a clinical VLM (Ray rollout workers + DeepSpeed learners; "
@@ -230,6 +233,10 @@ class RolloutConfig:
         require(0 < self.top_p <= 1, "rollout.top_p", f"{self.top_p} must be in (0, 1]")
         require(self.max_new_tokens >= 1, "rollout.max_new_tokens", f"{self.max_new_tokens} must be >= 1")
         require(self.max_restarts >= 0, "rollout.max_restarts", f"{self.max_restarts} must be >= 0")
+        require(self.num_cpus >= 0, "rollout.num_cpus", f"{self.num_cpus} must be >= 0")
+        require(self.timeout_s > 0, "rollout.timeout_s", f"{self.timeout_s} must be > 0")
+        require(self.eval_temperature >= 0, "rollout.eval_temperature",
+                f"{self.eval_temperature} must be >= 0 (0 = greedy)")
 
 
 @dataclass
@@ -293,6 +300,9 @@ class LearnerConfig:
         require(self.grad_accum >= 1, "learner.grad_accum", f"{self.grad_accum} must be >= 1")
         require(self.max_grad_norm >= 0, "learner.max_grad_norm", f"{self.max_grad_norm} must be >= 0")
         require(self.ppo_epochs >= 1, "learner.ppo_epochs", f"{self.ppo_epochs} must be >= 1")
+        require(self.num_cpus >= 0, "learner.num_cpus", f"{self.num_cpus} must be >= 0")
+        require(self.timeout_s > 0, "learner.timeout_s", f"{self.timeout_s} must be > 0")
+        require(self.weight_decay >= 0, "learner.weight_decay", f"{self.weight_decay} must be >= 0")
         require(not (self.fairgrad and self.zero_stage == 3), "learner.fairgrad",
                 "needs learner.zero_stage=2 (per-objective gradients of unpartitioned parameters)")
 
@@ -405,6 +415,8 @@ class ClinicalConfig:
         require(self.algorithm in ALGORITHMS, "algorithm",
                 f"{self.algorithm!r}; allowed: {', '.join(ALGORITHMS)}")
         require(self.iterations >= 1, "iterations", f"{self.iterations} must be >= 1")
+        require(0 <= self.seed <= MAX_SEED, "seed", f"got {self.seed}; allowed: 0..{MAX_SEED}")
+        require(self.num_cpus >= 0, "num_cpus", f"{self.num_cpus} must be >= 0 (0 = all)")
         require(self.eval_every >= 0, "eval_every", f"{self.eval_every} must be >= 0")
         require(self.checkpoint_every >= 0, "checkpoint_every", f"{self.checkpoint_every} must be >= 0")
         require(self.eval_min_group_size >= 1, "eval_min_group_size",

@@ -42,6 +42,13 @@ torch = pytest.importorskip("torch")
     ({"rollout": {"backend": "vllm", "vllm": {"tensor_parallel_size": 2}}},
      "rollout.vllm.tensor_parallel_size", "needs GPUs"),
     ({"learner": {"num_gpus": -1}}, "learner.num_gpus", ">= 0"),
+    ({"seed": -1}, "seed", "allowed: 0..2147483647"),  # (it failed after Ray started)
+    ({"num_cpus": -2}, "num_cpus", ">= 0"),
+    ({"rollout": {"num_cpus": -1}}, "rollout.num_cpus", ">= 0"),
+    ({"rollout": {"timeout_s": 0}}, "rollout.timeout_s", "> 0"),
+    ({"rollout": {"eval_temperature": -0.5}}, "rollout.eval_temperature", ">= 0"),
+    ({"learner": {"timeout_s": -1}}, "learner.timeout_s", "> 0"),
+    ({"learner": {"weight_decay": -0.1}}, "learner.weight_decay", ">= 0"),
     ({"data": {"prompts_per_step": 1}, "rollout": {"group_size": 2}, "learner": {"num_learners": 4}},
      "data.prompts_per_step", "num_learners"),
 ])
