@@ -104,3 +104,55 @@ def test_env_runner_killed_mid_training_run_completes(ray_session):
     assert len(new_pids) == 1 and new_pids[0] != pid
     assert max(rllib.num_env_runner_restarts(r) for r in results) >= 1
     assert all(rllib.env_steps_this_iter(r) >= cfg.train_batch_size for r in results[-2:])
+
+
+def test_env_runner_killed_while_sampling_leaves_every_batch_full(ray_session):
+    """Issue 17 item 3: SIGKILL one of two env runners while it samples. The iteration still
+    trains on a full batch (the survivor samples again until train_batch_size env steps are
+    in; RLlib drops the dead runner's unfinished fragment, nothing is counted twice), every
+    iteration after it too, and the run goes on with the runner restarted.
+
+    With a single env runner the iteration during which it dies samples nothing and RLlib skips
+    its update (PPO's training_step returns early); test_env_runner_killed_mid_training_run_
+    completes covers that case, and docs/allocation.md says so."""
+    import threading
+    import time
+
+    from platform.allocation import rllib
+    from platform.allocation.config import AllocationConfig
+    from platform.allocation.loop import build_algo, iteration_metrics
+
+    from base.config import build
+
+    batch = 4000
+    cfg = build(AllocationConfig, dict(scenario="rural", num_env_runners=2, train_batch_size=batch,
+                                       minibatch_size=1000, num_epochs=1, hidden_sizes=[16],
+                                       num_envs_per_env_runner=2))
+    algo = build_algo(cfg)
+    try:
+        start = time.perf_counter()
+        results = [algo.train()]
+        took = time.perf_counter() - start
+        victim = rllib.remote_env_runner_pids(algo)[0]
+        fired: dict[str, float] = {}
+
+        def kill():
+            fired["at"] = time.perf_counter()
+            os.kill(victim, signal.SIGKILL)
+
+        timer = threading.Timer(min(0.3 * took, 1.0), kill)
+        timer.start()  # lands while the runners sample the next batch
+        results.append(algo.train())
+        returned = time.perf_counter()
+        timer.join()
+        assert fired["at"] < returned, "the kill did not land while iteration 2 ran"
+        assert rllib.wait_for_env_runners(algo, timeout_s=240)
+        results += [algo.train() for _ in range(2)]
+        pids = rllib.remote_env_runner_pids(algo)
+    finally:
+        algo.stop()
+    assert [iteration_metrics(r)["training_iteration"] for r in results] == [1.0, 2.0, 3.0, 4.0]
+    steps = [rllib.env_steps_this_iter(r) for r in results]
+    assert all(batch <= s < batch + batch // 2 for s in steps), steps  # full, no double batch
+    assert victim not in pids and len(pids) == 2
+    assert max(rllib.num_env_runner_restarts(r) for r in results) >= 1
