@@ -78,7 +78,11 @@ def fake_cluster(tmp_path):
     config_path = tmp_path / "local.yaml"
     config_path.write_text(yaml.safe_dump(cfg))
     env = {**os.environ, "RAY_FAKE_CLUSTER": "1", "RAY_USAGE_STATS_ENABLED": "0",
-           "RAY_AUTH_MODE": "disabled"}
+           "RAY_AUTH_MODE": "disabled",
+           # as the cluster image does (docker/Dockerfile: ENV PYTHONPATH, python on PATH), so
+           # jobs need no --working-dir
+           "PYTHONPATH": str(REPO),
+           "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
     env.pop("RAY_ADDRESS", None)
     head = subprocess.Popen(
         [RAY, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={gcs}",
@@ -156,3 +160,29 @@ def test_fake_cluster_scales_and_runs_a_job_across_nodes(fake_cluster):
     assert eng["node_id"] != lrn["node_id"]
     assert result["cluster"]["GPU"] >= 2
     assert "asked for 16 GPUs" in result["too_many"] and result["too_many"].startswith("UsageError")
+
+
+def test_the_design_card_command_on_the_fake_cluster(fake_cluster, tmp_path):
+    """Issue 18 part 1, the cluster form: ``ray job submit -- python -m platform.train ...``
+    with no --working-dir, submitted from outside the repo, against the multi-node cluster
+    (the image's PYTHONPATH holds the repo); the run trains, ends FINISHED and attached to
+    that cluster (its GCS port in the run's tags), not to a Ray of its own."""
+    import mlflow
+
+    wait_for_workers(fake_cluster["dashboard"], fake_cluster["min_workers"])
+    db = tmp_path / "mlflow.db"
+    runtime_env = json.dumps({"env_vars": {"EQUIRL_STORAGE": str(tmp_path / "storage")}})
+    job = subprocess.run(
+        [RAY, "job", "submit", "--address", fake_cluster["dashboard"], "--runtime-env-json",
+         runtime_env, "--", "python", "-m", "platform.train", "group-robust-ppo", "--scenario",
+         "rural", "--iterations", "2", "--num-env-runners", "1", "--tracking-uri", f"sqlite:///{db}",
+         "--experiment", "cluster-job", "--set", "train_batch_size=200", "--set", "minibatch_size=100",
+         "--set", "num_epochs=1", "--set", "eval_episodes=1", "--set", "hidden_sizes=[16]",
+         "--set", "env_config.max_decisions=50", "--set", "num_envs_per_env_runner=4"],
+        cwd=tmp_path, env=fake_cluster["env"], capture_output=True, text=True, timeout=300)
+    out = job.stdout + job.stderr
+    assert job.returncode == 0 and "iter    2/2" in out, out[-4000:]
+    client = mlflow.MlflowClient(f"sqlite:///{db}")
+    (run,) = client.search_runs([client.get_experiment_by_name("cluster-job").experiment_id])
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["equirl.ray_gcs_address"].rsplit(":", 1)[1] == fake_cluster["gcs"].rsplit(":", 1)[1]
