@@ -227,12 +227,23 @@ def iterate(algo, cfg: AllocationConfig, sink: Sink, names: list[str] | None = N
     if iteration >= cfg.iterations:  # resumed a run that already reached its total
         sink.emit(Step(iteration, {}, replayed=True, final=True, checkpoint=True,
                        evaluation=evaluate(algo, cfg)), algo)
+    redone = 0
     while iteration < cfg.iterations:
         result = algo.train()                                       # train
         faults.check("allocation.iteration")  # crash tests (EQUIRL_FAULT); a no-op otherwise
         metrics = iteration_metrics(result, names)                  # metrics
         iteration = int(metrics["training_iteration"])
-        recover(algo, cfg, result, iteration)                       # recover
+        if recover(algo, cfg, result, iteration):                   # recover
+            # no samples, so no update: the iteration is done again under its number once
+            # the runners are back, and every logged iteration trains on a full batch
+            redone += 1
+            if redone > MAX_REDONE:
+                raise RuntimeError(f"iteration {iteration}: the env runners sampled nothing "
+                                   f"{redone} times in a row (restarted each time); giving up")
+            rllib.redo_iteration(algo)
+            iteration -= 1
+            continue
+        redone = 0
         final = iteration >= cfg.iterations
         evaluation = evaluate(algo, cfg) if final else None                  # evaluate
         curve = curve_evaluation(algo, cfg, iteration, evaluation)
@@ -243,9 +254,15 @@ def iterate(algo, cfg: AllocationConfig, sink: Sink, names: list[str] | None = N
     return iteration
 
 
+#: iterations without samples in a row (each followed by a wait for the restarted runners)
+#: before the run fails
+MAX_REDONE = 3
+
+
 def recover(algo, cfg: AllocationConfig, result: dict, iteration: int) -> bool:
-    """After an iteration without samples (a remote env runner is restarting), wait until
-    every env runner is back, so the next iteration samples again. True if it waited."""
+    """After an iteration without samples (a remote env runner died while sampling and is
+    restarting), wait until every env runner is back, so the next iteration samples again.
+    True if it waited (:func:`iterate` then does the iteration again)."""
     if not cfg.num_env_runners or rllib.env_steps_this_iter(result) > 0:
         return False
     print(f"iteration {iteration}: no samples (an env runner is restarting); waiting for it",

@@ -611,6 +611,15 @@ def remote_env_runner_pids(algo) -> list[int]:
         lambda runner: os.getpid(), local_env_runner=False))
 
 
+def redo_iteration(algo) -> None:
+    """Count the last ``train()`` as not done: the next one gets its iteration number again.
+
+    For an iteration without samples, in which RLlib's PPO made no update (its
+    ``training_step`` returns early when every env runner failed). Ray 2.60 keeps the counter
+    in ``Trainable._iteration``; the env-step counters did not move (nothing was sampled)."""
+    algo._iteration -= 1
+
+
 def wait_for_env_runners(algo, timeout_s: float = 180.0, poll_s: float = 1.0) -> bool:
     """Block until every remote env runner is healthy again (True) or ``timeout_s`` passes.
 

@@ -112,9 +112,9 @@ def test_env_runner_killed_while_sampling_leaves_every_batch_full(ray_session):
     in; RLlib drops the dead runner's unfinished fragment, nothing is counted twice), every
     iteration after it too, and the run goes on with the runner restarted.
 
-    With a single env runner the iteration during which it dies samples nothing and RLlib skips
-    its update (PPO's training_step returns early); test_env_runner_killed_mid_training_run_
-    completes covers that case, and docs/allocation.md says so."""
+    With a single env runner the train() during which it dies samples nothing and RLlib skips
+    its update (PPO's training_step returns early); the loop redoes that iteration
+    (tests/platform/allocation/test_loop.py::test_sweep_trial_waits_for_a_restarted_env_runner)."""
     import threading
     import time
 
