@@ -12,6 +12,7 @@ Points, each reached once per step of its loop:
 * ``rollout.generate`` — a rollout worker (:class:`platform.clinical.generation.WorkerImpl`
   actors inherit the driver's environment), before it generates; counted per worker process,
   so a restarted worker counts from 1 again;
+* ``learner<rank>.update`` — a clinical learner actor of that rank, before its update;
 * ``allocation.iteration`` — the allocation loop (:func:`platform.allocation.loop.iterate`),
   after an iteration's ``algo.train()``;
 * ``tabular.epoch`` — the tabular FairGrad trainer, before an epoch;

@@ -213,8 +213,11 @@ class LearnerImpl(BroadcastLearnerMixin):
         ``spec``: the loss (None = this learner's config, the generation cap taken as the
         longest completion). All ranks must call this together with the same ``len(shards)``.
         """
+        from platform import faults
+
         import torch
 
+        faults.check(f"learner{self.rank}.update")  # crash tests (EQUIRL_FAULT); else a no-op
         start = time.perf_counter()
         if spec is None:
             spec = _spec_from_dict(self.cfg, max((len(c) for c in batch.completion_ids), default=1))
@@ -446,6 +449,10 @@ def ensure_comm_extension() -> None:
     build_shm_op()
 
 
+class LearnerLost(RuntimeError):
+    """A learner rank died or hung; the message names it."""
+
+
 class LearnerGroup:
     """Driver-side handle: ``num_learners`` learner actors that always act together."""
 
@@ -476,9 +483,34 @@ class LearnerGroup:
         self._all(lambda a: a.setup.remote(addr, port))
 
     def _all(self, call) -> list[Any]:
-        import ray
+        return self._gather([call(a) for a in self.actors])
 
-        return ray.get([call(a) for a in self.actors], timeout=self.timeout)
+    def _gather(self, refs: list[Any]) -> list[Any]:
+        """``ray.get`` of one call per rank; a rank that died or did not answer within
+        ``learner.timeout_s`` is named in :class:`LearnerLost`."""
+        import ray
+        from ray.exceptions import GetTimeoutError, RayActorError
+
+        try:
+            return ray.get(refs, timeout=self.timeout)
+        except (RayActorError, GetTimeoutError) as exc:
+            dead, silent = [], []
+            for rank, ref in enumerate(refs):
+                ready, _ = ray.wait([ref], timeout=0)
+                if not ready:
+                    silent.append(rank)
+                    continue
+                try:
+                    ray.get(ref, timeout=0)
+                except RayActorError:
+                    dead.append(rank)
+            what = "; ".join(part for part in (
+                f"rank {dead} died" if dead else "",
+                f"rank {silent} did not answer within learner.timeout_s={self.timeout:g} s"
+                if silent and not dead else "") if part)
+            raise LearnerLost(f"learner {what or type(exc).__name__}: a learner is not restarted "
+                              "(its optimizer state and collective group go with it); continue "
+                              "from the last checkpoint with --resume") from exc
 
     def update(self, batch: TrainBatch, spec: LossSpec | None = None) -> dict[str, float]:
         """One training step on all ranks; returns ``learner/*`` (and, with rollout log-probs
@@ -509,9 +541,7 @@ class LearnerGroup:
         return out
 
     def _all_indexed(self, call) -> list[Any]:
-        import ray
-
-        return ray.get([call(a, r) for r, a in enumerate(self.actors)], timeout=self.timeout)
+        return self._gather([call(a, r) for r, a in enumerate(self.actors)])
 
     def full_weights(self) -> list[tuple[str, Any]]:
         return self._all(lambda a: a.full_weights.remote())[0]

@@ -128,3 +128,31 @@ def test_a_crash_in_a_sweep_ends_failed_with_the_error(case, tmp_path, run_env, 
         assert parents[0].data.tags["equirl.sweep.failed_trials"] == "1"
         steps = [m.step for m in client.get_metric_history(child.info.run_id, "env_steps_total")]
         assert steps == [1], steps  # iteration 1 was logged before the fault
+
+
+def test_a_learner_that_dies_ends_the_run_failed(tmp_path, run_env, repo_root):
+    """Issue 17 item 1, "a learner that dies": learner rank 1 of 2 (ZeRO-2, gloo) is SIGKILLed
+    in step 2's update. The driver sees the actor die (Ray reports it at once), names the rank,
+    and the run ends FAILED with the error, not RUNNING and not hung."""
+    import time
+
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = {**run_env(), "EQUIRL_FAULT": "learner1.update@2:kill",
+           "EQUIRL_STORAGE": str(tmp_path / "store")}
+    tiny = [a if a != "learner.num_learners=1" else "learner.num_learners=2" for a in CLINICAL_TINY]
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "platform.train", "grpo", "--iterations", "3",
+                           *tiny, "--set", "learner.timeout_s=20", "--tracking-uri", uri,
+                           "--experiment", "dead-learner"], cwd=repo_root, env=env,
+                          capture_output=True, text=True, timeout=400, check=False)
+    took = time.perf_counter() - start
+    assert proc.returncode not in (0, 2), proc.stderr[-3000:]
+    client = mlflow.MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("dead-learner").experiment_id])
+    assert run.info.status == "FAILED", run.info.status
+    error = run.data.tags["equirl.error"]
+    assert error.startswith("LearnerLost: learner rank [1] died"), error  # names the rank
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "learner/loss")] == [1]
+    assert took < 300, took
