@@ -194,3 +194,30 @@ def plot_step_curves(history: pd.DataFrame, panels: list[tuple[str, str]], path:
     if names:
         axes[0][-1].legend(fontsize=7)
     return _save(fig, plt, path)
+
+
+def group_panels_png(tables: pd.DataFrame, panels: list[tuple[str, str]], xlabel: str) -> bytes:
+    """PNG bytes of one panel per (column, title) of per-group tables stacked over steps
+    (columns ``step``, ``group``, ...): each group's value over the steps (the run artifacts
+    ``eval/by_group.png`` of both tracks)."""
+    import io
+
+    from matplotlib.ticker import MaxNLocator
+
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(panels), figsize=(9, 3.2))
+    for ax, (col, title) in zip(np.atleast_1d(axes), panels):
+        if col not in tables:
+            continue
+        for group, sub in tables.groupby("group"):
+            ax.plot(sub["step"], sub[col], marker=".", label=str(group))
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel(xlabel, fontsize=8)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps, not fractions
+        ax.tick_params(labelsize=7)
+    np.atleast_1d(axes)[-1].legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    return buf.getvalue()

@@ -15,7 +15,6 @@ Only aggregates, as everywhere. A group with fewer patients over the evaluation 
 
 from __future__ import annotations
 
-import io
 import math
 from typing import Any
 
@@ -100,29 +99,11 @@ def log_evaluation(episodes: pd.DataFrame, step: int, min_size: int = 10) -> pd.
 
 
 def _figure(tables: pd.DataFrame) -> bytes:
-    import matplotlib
+    from platform.report_plots import group_panels_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
-
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
-    for ax, (col, title) in zip(axes, (("mean_wait", "mean wait per group"),
-                                       ("success_rate", "success rate per group"))):
-        if col not in tables:
-            continue
-        for group, sub in tables.groupby("group"):
-            ax.plot(sub["step"], sub[col], marker=".", label=str(group))
-        ax.set_title(f"greedy evaluation: {title}", fontsize=9)
-        ax.set_xlabel("training iteration", fontsize=8)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps, not fractions
-        ax.tick_params(labelsize=7)
-    axes[-1].legend(fontsize=6, ncol=2)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
-    return buf.getvalue()
+    return group_panels_png(tables, [("mean_wait", "greedy evaluation: mean wait per group"),
+                                     ("success_rate", "greedy evaluation: success rate per group")],
+                            "training iteration")
 
 
 def _cell(value: float) -> str:

@@ -17,7 +17,6 @@ metrics and the gaps still use every group). The group names are the readable on
 
 from __future__ import annotations
 
-import io
 import math
 from typing import Any
 
@@ -66,28 +65,10 @@ def log_evaluation(metrics: dict[str, float], step: int, min_size: int = 1) -> p
 
 
 def _figure(tables: pd.DataFrame) -> bytes:
-    import matplotlib
+    from platform.report_plots import group_panels_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
-
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
-    for ax, col in zip(axes, ("accuracy", "f1")):
-        if col not in tables:
-            continue
-        for group, sub in tables.groupby("group"):
-            ax.plot(sub["step"], sub[col], marker=".", label=str(group))
-        ax.set_title(f"held-out {col} per group", fontsize=9)
-        ax.set_xlabel("training step", fontsize=8)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps, not fractions
-        ax.tick_params(labelsize=7)
-    axes[-1].legend(fontsize=6, ncol=2)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
-    return buf.getvalue()
+    return group_panels_png(tables, [(c, f"held-out {c} per group") for c in ("accuracy", "f1")],
+                            "training step")
 
 
 def headline_table(metrics: dict[str, float]) -> list[str]:
